@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine (see README.md):
+#   make run    - creates .venv, installs edge-runtime, runs the main job on the bundled model
+#   make test   - creates .venv, installs edge-runtime with every extra, runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+PROMPT ?= Q: What is the capital of France?\nA:
+
+.PHONY: run serve test test-slow install install-all clean
+
+$(VENV)/.core: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[server,plots]'
+	touch $@
+
+$(VENV)/.all: $(VENV)/.core
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[server,plots,onnx,otel,test]'
+	touch $@
+
+install: $(VENV)/.core
+install-all: $(VENV)/.all
+
+run: $(VENV)/.core
+	$(VENV)/bin/edge-runtime run "$$(printf '$(PROMPT)')" --max-tokens 24
+
+test: $(VENV)/.all
+	$(PY) -m pytest -q
+
+test-slow: $(VENV)/.all
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV)

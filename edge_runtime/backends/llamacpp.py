@@ -1,0 +1,165 @@
+"""GGUF models through llama.cpp, with a log-probability for every token at the cost of one logits row.
+
+``llama_cpp.Llama`` needs ``logits_all=True`` to report log-probabilities, which computes and copies a
+vocabulary-sized row for every position (about 7 tokens/s on the bundled model instead of 88). This backend
+drives the native context directly: one output row per decode step, read in place as a numpy view, and the
+KV cache of the previous request kept so a repeated prefix (a few-shot block, a system prompt) is not
+prefilled again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import sampling as sampler
+from edge_runtime.backends.base import SamplingParams, ShouldAbort
+from edge_runtime.backends.llamacpp_native import (DecodeAborted, NativeBatch, NativeContext, NativeModel,
+                                                   default_threads)
+from edge_runtime.caps import LoadSettings
+from edge_runtime.errors import BackendError, InvalidRequestError
+from edge_runtime.gguf_file import read_header
+from edge_runtime.results import TokenStep
+
+
+def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
+    length = 0
+    for left, right in zip(first, second):
+        if left != right:
+            break
+        length += 1
+    return length
+
+
+class LlamaCppBackend:
+    """One GGUF model and one single-sequence context."""
+
+    format = "gguf"
+
+    def __init__(self, model: NativeModel, context: NativeContext, settings: LoadSettings) -> None:
+        self.model, self.context, self.settings = model, context, settings
+        self.n_ctx, self.n_vocab = context.n_ctx, model.n_vocab
+        self.chunk_tokens = settings.n_batch
+        self.batch = NativeBatch(settings.n_batch)
+        self.cached_tokens: list[int] = []
+        self.prefix_reuse = True
+        self._pieces: dict[int, bytes] = {}
+        self._rng = np.random.default_rng(settings.seed)
+
+    @classmethod
+    def load(cls, path: Path, settings: LoadSettings) -> "LlamaCppBackend":
+        read_header(path)  # llama.cpp aborts the process on some malformed files: refuse them first
+        model = NativeModel(path, use_mmap=settings.use_mmap, n_gpu_layers=settings.n_gpu_layers)
+        try:
+            context = NativeContext(model, n_ctx=settings.n_ctx, n_batch=settings.n_batch,
+                                    n_threads=settings.n_threads or default_threads(),
+                                    flash_attn=settings.flash_attn)
+        except BackendError:
+            model.close()
+            raise
+        return cls(model, context, settings)
+
+    # -- vocabulary ----------------------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self.model.tokenize(text.encode("utf-8"), add_special)
+
+    def token_piece(self, token_id: int) -> bytes:
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = self._pieces[token_id] = self.model.piece(token_id)
+        return piece
+
+    def chat_template(self) -> str | None:
+        return self.model.chat_template()
+
+    def special_tokens(self) -> tuple[str, str]:
+        return self.model.special_text(self.model.bos_token()), self.model.special_text(self.model.eos_token())
+
+    # -- KV cache ------------------------------------------------------------------------------------------
+    def _rewind_to(self, keep: int) -> None:
+        """Keeps the first ``keep`` cached positions and drops the rest (everything if llama.cpp cannot)."""
+        if keep < len(self.cached_tokens) and not self.context.forget_from(0, keep):
+            self.context.clear()
+            keep = 0
+        del self.cached_tokens[keep:]
+
+    def _decode(self, tokens: list[int], *, all_logits: bool = False) -> None:
+        if len(self.cached_tokens) + len(tokens) > self.n_ctx:
+            raise InvalidRequestError(f"{len(self.cached_tokens) + len(tokens):,} tokens do not fit the "
+                                      f"context of {self.n_ctx:,}")
+        self.batch.fill(tokens, len(self.cached_tokens), all_logits=all_logits)
+        try:
+            self.context.decode(self.batch)
+        except BackendError:
+            self._rewind_to(len(self.cached_tokens))
+            raise
+        self.cached_tokens.extend(tokens)
+
+    def prefill(self, prompt_ids: Sequence[int], should_abort: ShouldAbort) -> bool:
+        """Brings the KV cache to ``prompt_ids`` with logits for the last one; False if aborted."""
+        if not prompt_ids:
+            raise InvalidRequestError("cannot prefill an empty prompt")
+        reusable = common_prefix_length(self.cached_tokens, prompt_ids) if self.prefix_reuse else 0
+        self._rewind_to(min(reusable, len(prompt_ids) - 1))
+        self.context.set_abort(should_abort)
+        try:
+            for start in range(len(self.cached_tokens), len(prompt_ids), self.chunk_tokens):
+                if should_abort():
+                    return False
+                self._decode(list(prompt_ids[start:start + self.chunk_tokens]))
+        except DecodeAborted:
+            return False
+        finally:
+            self.context.set_abort(None)
+        return True
+
+    # -- generation ----------------------------------------------------------------------------------------
+    def _rng_for(self, sampling: SamplingParams) -> np.random.Generator:
+        return self._rng if sampling.seed is None else np.random.default_rng(sampling.seed)
+
+    def generate_tokens(self, prompt_ids: Sequence[int], sampling: SamplingParams,
+                        should_abort: ShouldAbort) -> Iterator[TokenStep]:
+        if not self.prefill(prompt_ids, should_abort):
+            return
+        rng = self._rng_for(sampling)
+        budget = min(sampling.max_tokens, self.n_ctx - len(self.cached_tokens))
+        for produced in range(budget):
+            token, logprob, top = sampler.step(self.context.logits_row(-1), sampling, rng)
+            end = self.model.is_end_of_generation(token)
+            yield TokenStep(token, b"" if end else self.token_piece(token), logprob, top, end)
+            if end or produced == budget - 1 or should_abort():
+                return
+            self._decode([token])
+
+    def score_continuations(self, prefix_ids: Sequence[int],
+                            continuations: Sequence[Sequence[int]]) -> list[list[float]]:
+        self.prefill(prefix_ids, lambda: False)
+        first_row = np.array(self.context.logits_row(-1), copy=True)
+        first_normaliser = sampler.log_sum_exp(first_row)
+        scores = []
+        for continuation in continuations:
+            scores.append([float(first_row[continuation[0]]) - first_normaliser]
+                          + self._score_rest(len(prefix_ids), list(continuation)))
+        return scores
+
+    def _score_rest(self, prefix_length: int, continuation: list[int]) -> list[float]:
+        """Log-probabilities of continuation tokens after the first, in one batch, then rewound."""
+        if len(continuation) < 2:
+            return []
+        if len(continuation) > self.chunk_tokens:
+            raise InvalidRequestError(f"a choice of {len(continuation):,} tokens is longer than the batch of "
+                                      f"{self.chunk_tokens:,}")
+        self._decode(continuation[:-1], all_logits=True)
+        logprobs = []
+        for index, token in enumerate(continuation[1:]):
+            row = self.context.logits_row(index)
+            logprobs.append(float(row[token]) - sampler.log_sum_exp(row))
+        self._rewind_to(prefix_length)
+        return logprobs
+
+    def close(self) -> None:
+        self.batch.close()
+        self.context.close()
+        self.model.close()

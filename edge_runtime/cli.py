@@ -1,0 +1,173 @@
+"""The ``edge-runtime`` command: run, plan, models, and the commands other packages add.
+
+Library errors become one line on stderr and exit status 2 (no traceback); heavy modules are imported only by
+the subcommand that needs them, so ``edge-runtime --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from edge_runtime.errors import EdgeRuntimeError
+
+EXIT_USAGE_OR_MODEL_ERROR = 2
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="GGUF file, build folder or manifest.json (default: bundled)")
+    parser.add_argument("--ctx", type=int, default=2048, help="context length in tokens (default 2048)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--memory-budget", type=int, default=None, help="memory budget in bytes (default: half RAM)")
+    parser.add_argument("--max-model-bytes", type=int, default=None, help="refuse model files larger than this")
+    parser.add_argument("--max-input-tokens", type=int, default=None, help="input-token cap")
+    parser.add_argument("--input-policy", choices=["reject", "truncate"], default="reject",
+                        help="over the input cap: reject, or keep the end (default reject)")
+    parser.add_argument("--max-output-tokens", type=int, default=1024, help="output-token cap (default 1024)")
+    parser.add_argument("--ttft-deadline", type=float, default=None, help="time-to-first-token deadline, seconds")
+    parser.add_argument("--deadline", type=float, default=None, help="total deadline, seconds")
+
+
+def caps_and_settings(args: argparse.Namespace):
+    from edge_runtime.caps import Caps, LoadSettings, default_memory_budget_bytes
+
+    caps = Caps(max_model_bytes=args.max_model_bytes,
+                memory_budget_bytes=args.memory_budget if args.memory_budget is not None
+                else default_memory_budget_bytes(),
+                max_input_tokens=args.max_input_tokens, input_policy=args.input_policy,
+                max_output_tokens=args.max_output_tokens, ttft_deadline_s=args.ttft_deadline,
+                total_deadline_s=args.deadline)
+    return caps, LoadSettings(n_ctx=args.ctx, n_threads=args.threads)
+
+
+def _add_run(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="generate from a prompt on the local model")
+    parser.add_argument("prompt", help="the prompt text ('-' reads standard input)")
+    _add_model_options(parser)
+    parser.add_argument("--max-tokens", type=int, default=128, help="tokens to generate (default 128)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--stop", action="append", default=None, help="stop sequence (repeatable)")
+    parser.add_argument("--top-logprobs", type=int, default=0, help="alternatives per token in --json output")
+    parser.add_argument("--chat", action="store_true", help="send the prompt as one user chat message")
+    parser.add_argument("--json", action="store_true", help="print one JSON record instead of streaming text")
+    parser.set_defaults(handler=run_command)
+
+
+def _generation_options(args: argparse.Namespace) -> dict:
+    return {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p,
+            "top_k": args.top_k, "seed": args.seed, "stop": args.stop, "top_logprobs": args.top_logprobs}
+
+
+def _summary_line(result) -> str:
+    timings = result.timings
+    ttft = f"{timings.time_to_first_token_s:.3f} s" if timings.time_to_first_token_s is not None else "n/a"
+    confidence = f"{result.confidence:.3f}" if result.confidence is not None else "n/a"
+    return (f"[{result.usage.completion_tokens} tokens, {timings.decode_tokens_per_s:.1f} tokens/s, "
+            f"TTFT {ttft}, mean confidence {confidence}, finish {result.finish_reason}]")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from edge_runtime.runtime import Runtime
+
+    prompt = sys.stdin.buffer.read() if args.prompt == "-" else args.prompt
+    caps, settings = caps_and_settings(args)
+    with Runtime.load(args.model, caps=caps, settings=settings) as runtime:
+        request = {"messages": [{"role": "user", "content": prompt}]} if args.chat else {"prompt": prompt}
+        stream = runtime.stream(**request, **_generation_options(args))
+        for event in stream:
+            if not args.json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+        result = stream.result
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print()
+        print(_summary_line(result), file=sys.stderr)
+    return 0
+
+
+def _add_plan(subparsers) -> None:
+    parser = subparsers.add_parser("plan", help="print the fit plan of a model as JSON, without loading it")
+    parser.add_argument("model", nargs="?", default=None, help="GGUF file (default: bundled)")
+    parser.add_argument("--ctx", type=int, default=2048)
+    parser.add_argument("--memory-budget", type=int, default=None)
+    parser.add_argument("--max-model-bytes", type=int, default=None)
+    parser.set_defaults(handler=plan_command)
+
+
+def plan_command(args: argparse.Namespace) -> int:
+    from edge_runtime.caps import Caps, LoadSettings, default_memory_budget_bytes
+    from edge_runtime.models import resolve_model
+
+    budget = args.memory_budget if args.memory_budget is not None else default_memory_budget_bytes()
+    caps = Caps(memory_budget_bytes=budget, max_model_bytes=args.max_model_bytes)
+    plan = resolve_model(args.model).plan(caps, LoadSettings(n_ctx=args.ctx))
+    print(json.dumps(plan.to_dict(), indent=2))
+    return 0
+
+
+def _add_models(subparsers) -> None:
+    parser = subparsers.add_parser("models", help="list the models on this machine")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(handler=models_command)
+
+
+def models_command(args: argparse.Namespace) -> int:
+    from edge_runtime.models import known_models
+
+    models = known_models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    for model in models:
+        marker = " (default)" if model["default"] else ""
+        print(f"{model['name']}{marker}\t{model['format']}\t{model['bytes']:,} bytes\t{model['path']}")
+    return 0
+
+
+def _extension_parsers() -> list[Callable]:
+    """Subcommands owned by other packages; each is optional so a partial install still runs."""
+    adders = []
+    for module_name in ("fallback.cli", "edge_runtime.server.cli", "converters.cli", "benchmarks.cli"):
+        try:
+            module = __import__(module_name, fromlist=["add_parsers"])
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module_name.startswith(exc.name):
+                raise
+            continue
+        adder = getattr(module, "add_parsers", None)
+        if adder is not None:
+            adders.append(adder)
+    return adders
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-runtime", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_plan, _add_models, *_extension_parsers()):
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EdgeRuntimeError as exc:
+        print(f"edge-runtime: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE_OR_MODEL_ERROR
+    except ValueError as exc:  # pydantic's ValidationError of a cap or setting given on the command line
+        print(f"edge-runtime: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE_OR_MODEL_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

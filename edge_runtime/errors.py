@@ -1,0 +1,65 @@
+"""Every error the runtime raises, under one root so callers can catch them all.
+
+The tree::
+
+    EdgeRuntimeError
+    ├── ModelFileError          the file cannot be used (missing, directory, empty, bad magic, truncated)
+    ├── UnknownFormatError      no backend is registered for the requested format
+    ├── BackendUnavailableError the backend's library is not installed on this machine
+    ├── CapExceededError        a hard cap would be broken
+    │   ├── ModelTooLargeError  the fit plan does not fit the file-size cap or memory budget
+    │   └── PromptTooLongError  the prompt is over the input-token cap (policy "reject")
+    ├── InvalidRequestError     a bad argument: empty prompt, bad UTF-8, max_tokens <= 0, ...
+    └── BackendError            the native library failed while running
+
+Third-party failures are translated at the boundary (``raise BackendError(...) from exc``); messages carry
+the numbers a user needs to act on them.
+"""
+
+from __future__ import annotations
+
+
+class EdgeRuntimeError(Exception):
+    """Root of every error raised by ``edge_runtime``."""
+
+
+class ModelFileError(EdgeRuntimeError):
+    """The model file cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class UnknownFormatError(EdgeRuntimeError):
+    """No backend is registered for a format."""
+
+
+class BackendUnavailableError(EdgeRuntimeError):
+    """The library a backend needs is not installed."""
+
+
+class CapExceededError(EdgeRuntimeError):
+    """A hard cap would be broken."""
+
+
+class ModelTooLargeError(CapExceededError):
+    """The model does not fit the file-size cap or the memory budget."""
+
+
+class PromptTooLongError(CapExceededError):
+    """The prompt is longer than the input-token cap."""
+
+    def __init__(self, prompt_tokens: int, cap: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.cap = cap
+        super().__init__(f"prompt is {prompt_tokens:,} tokens; cap is {cap:,}")
+
+
+class InvalidRequestError(EdgeRuntimeError, ValueError):
+    """A request argument is invalid."""
+
+
+class BackendError(EdgeRuntimeError):
+    """The native backend failed while loading or running a model."""

