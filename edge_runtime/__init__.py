@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edge_runtime.caps import Caps, LoadSettings
 from edge_runtime.errors import (BackendError, BackendUnavailableError, CapExceededError, EdgeRuntimeError,
                                  InvalidRequestError, ModelFileError, ModelTooLargeError, PromptTooLongError,
                                  UnknownFormatError)
 from edge_runtime.results import ChoiceScores, GenerationResult, StreamEvent, Timings, TokenLogprob, Usage
 
 if TYPE_CHECKING:
+    from edge_runtime.caps import Caps, LoadSettings
     from edge_runtime.runtime import Runtime
 
 __version__ = "0.1.0"
@@ -25,9 +25,13 @@ __all__ = ["BackendError", "BackendUnavailableError", "CapExceededError", "Caps"
            "UnknownFormatError", "Usage"]
 
 
-def __getattr__(name: str):
-    if name == "Runtime":
-        from edge_runtime.runtime import Runtime
+_LAZY = {"Runtime": "edge_runtime.runtime", "Caps": "edge_runtime.caps", "LoadSettings": "edge_runtime.caps"}
 
-        return Runtime
+
+def __getattr__(name: str):
+    """``Runtime``, ``Caps`` and ``LoadSettings`` import pydantic and friends: load them on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'edge_runtime' has no attribute {name!r}")

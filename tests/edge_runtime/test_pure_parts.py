@@ -134,3 +134,13 @@ def test_deadlines_expire_and_first_token_deadline_stops_applying():
     assert late.expired()
     late.saw_first_token()
     assert late.expired(), "a first token after its deadline still ends the generation"
+
+
+def test_importing_the_package_loads_no_heavy_library():
+    import subprocess
+    import sys
+
+    script = ("import sys, edge_runtime\nheavy = {'llama_cpp', 'numpy', 'torch', 'onnxruntime', 'coremltools', "
+              "'pydantic'} & set(sys.modules)\nprint(sorted(heavy))")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert completed.stdout.strip() == "[]"
