@@ -1,0 +1,45 @@
+"""Escalation to a cloud model when the local answer is not good enough, and the books that justify it.
+
+Parts, each usable alone: ``errors`` (one root, ``FallbackError``), ``breaker`` (circuit breaker with an
+injected clock), ``redaction`` (placeholders for personal data and secrets), ``providers`` (validated
+configuration), ``gateway`` (the async HTTP client with retries, deadlines and fallback order), ``ledger``
+(SQLite record of routes and costs) and ``loopback_cloud`` (a fault-injecting OpenAI-compatible server for
+tests). Only the errors load eagerly; everything else loads on first use, so ``import fallback`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from fallback.errors import (
+    AllProvidersFailedError, CircuitOpenError, ConfigError, FallbackError, LedgerError, PrivacyRefusalError,
+    ProviderConnectError, ProviderError, ProviderHTTPError, ProviderProtocolError, ProviderRateLimitedError,
+    ProviderTimeoutError, StreamInterruptedError,
+)
+
+_LAZY = {
+    "CircuitBreaker": "fallback.breaker", "BreakerSettings": "fallback.breaker",
+    "redact": "fallback.redaction", "redact_messages": "fallback.redaction", "Redactor": "fallback.redaction",
+    "RedactionResult": "fallback.redaction",
+    "ProviderConfig": "fallback.providers", "GatewayConfig": "fallback.providers",
+    "BreakerConfig": "fallback.providers",
+    "CloudGateway": "fallback.gateway", "CloudRequest": "fallback.gateway", "CloudResponse": "fallback.gateway",
+    "CloudChunk": "fallback.gateway", "Attempt": "fallback.gateway", "Usage": "fallback.gateway",
+    "Ledger": "fallback.ledger", "LedgerEntry": "fallback.ledger", "LedgerSummary": "fallback.ledger",
+    "format_summary": "fallback.ledger", "default_ledger_path": "fallback.ledger",
+    "LoopbackCloud": "fallback.loopback_cloud",
+}
+
+__all__ = [
+    "AllProvidersFailedError", "CircuitOpenError", "ConfigError", "FallbackError", "LedgerError",
+    "PrivacyRefusalError", "ProviderConnectError", "ProviderError", "ProviderHTTPError",
+    "ProviderProtocolError", "ProviderRateLimitedError", "ProviderTimeoutError", "StreamInterruptedError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fallback' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
