@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine (see README.md):
-#   make run    - creates .venv, installs edge-runtime, runs the main job on the bundled model
+#   make run    - creates .venv, installs edge-runtime, serves the bundled model (OpenAI-compatible, port 8080)
 #   make test   - creates .venv, installs edge-runtime with every extra, runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 PROMPT ?= Q: What is the capital of France?\nA:
+PORT ?= 8080
 
-.PHONY: run serve test test-slow install install-all clean
+.PHONY: run demo test test-slow install install-all clean
 
 $(VENV)/.core: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ install: $(VENV)/.core
 install-all: $(VENV)/.all
 
 run: $(VENV)/.core
+	$(VENV)/bin/edge-runtime serve --port $(PORT)
+
+demo: $(VENV)/.core
 	$(VENV)/bin/edge-runtime run "$$(printf '$(PROMPT)')" --max-tokens 24
 
 test: $(VENV)/.all

@@ -48,10 +48,11 @@ class LoadSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_ctx: int = Field(default=2048, gt=0, le=1_048_576)
+    n_ctx: int = Field(default=2048, gt=0, le=1_048_576)  # per sequence
     n_threads: int | None = Field(default=None, gt=0)
     n_batch: int = Field(default=256, gt=0, le=4096)
     use_mmap: bool = False
     n_gpu_layers: int = 0
+    n_parallel: int = Field(default=1, ge=1, le=64)  # sequences decoded together (the server batches them)
     flash_attn: bool | None = None  # None lets llama.cpp decide
     seed: int = 0

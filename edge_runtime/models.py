@@ -92,7 +92,7 @@ class ResolvedModel:
 
     def plan(self, caps: Caps, settings: LoadSettings) -> FitPlan:
         if self.format == "gguf":
-            return plan_gguf(read_header(self.path), settings.n_ctx, caps, settings.n_batch)
+            return plan_gguf(read_header(self.path), settings.n_ctx * settings.n_parallel, caps, settings.n_batch)
         return plan_files(self.path, self.bytes, settings.n_ctx, caps)
 
     def require_fit(self, caps: Caps, settings: LoadSettings) -> FitPlan:

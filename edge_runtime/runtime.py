@@ -7,6 +7,7 @@ and total deadlines (checked every token), timings and per-token log-probabiliti
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -40,7 +41,8 @@ class GenerationStream:
 
 
 class Runtime:
-    """A loaded model with its caps. Thread-safe: requests on one runtime run one at a time."""
+    """A loaded model with its caps. Thread-safe: requests on one runtime run one at a time, or together when
+    ``settings.n_parallel`` > 1 gives a batching backend."""
 
     def __init__(self, backend: Backend, model: ResolvedModel, caps: Caps, load_s: float) -> None:
         self.backend, self.model, self.caps, self.load_s = backend, model, caps, load_s
@@ -83,7 +85,7 @@ class Runtime:
     def stream(self, prompt: object = None, *, messages: object = None, max_tokens: int = 256,
                temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
                stop: object = None, top_logprobs: int = 0, ttft_deadline_s: float | None = None,
-               total_deadline_s: float | None = None) -> GenerationStream:
+               total_deadline_s: float | None = None, grammar: str | None = None) -> GenerationStream:
         """Starts a generation; arguments are checked now, tokens flow as the stream is iterated."""
         checks.sampling_values(temperature, top_p, top_k, top_logprobs)
         requested = checks.max_tokens_value(max_tokens, self.backend.n_ctx)
@@ -93,7 +95,7 @@ class Runtime:
         if requested > self.caps.max_output_tokens:
             notes.append(f"max_tokens {requested:,} lowered to the output cap {self.caps.max_output_tokens:,}")
         sampling = SamplingParams(float(temperature), float(top_p), top_k, seed, top_logprobs,
-                                  min(requested, self.caps.max_output_tokens))
+                                  min(requested, self.caps.max_output_tokens), grammar)
         deadlines = Deadlines.start(ttft_deadline_s or self.caps.ttft_deadline_s,
                                     total_deadline_s or self.caps.total_deadline_s)
         stream = GenerationStream(iter(()))
@@ -109,7 +111,7 @@ class Runtime:
 
     def _run(self, stream: GenerationStream, prompt_ids: list[int], sampling: SamplingParams,
              stops: tuple[str, ...], deadlines: Deadlines, dropped: int, notes: list[str]) -> Iterator[StreamEvent]:
-        with self._lock:
+        with self._exclusive():
             record = _Recorder(self, prompt_ids, deadlines, dropped, notes)
             steps = self.backend.generate_tokens(prompt_ids, sampling, deadlines.expired)
             try:
@@ -120,6 +122,10 @@ class Runtime:
             finally:
                 steps.close()
                 stream.result = record.result()
+
+    def _exclusive(self):
+        """The runtime's lock, unless the backend serves concurrent requests itself (batched llama.cpp)."""
+        return contextlib.nullcontext() if getattr(self.backend, "concurrent", False) else self._lock
 
     # -- label scoring -------------------------------------------------------------------------------------
     def score_choices(self, prompt: str, choices: Sequence[str], *, separator: str = " ") -> ChoiceScores:

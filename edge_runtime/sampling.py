@@ -56,9 +56,13 @@ def choose_token(logits: np.ndarray, sampling: SamplingParams, rng: np.random.Ge
     return int(candidates[rng.choice(len(candidates), p=probabilities)])
 
 
-def step(logits: np.ndarray, sampling: SamplingParams,
-         rng: np.random.Generator) -> tuple[int, float, tuple[tuple[int, float], ...]]:
-    """Chooses the next token: (token id, its log-probability under the model, top alternatives)."""
-    token = choose_token(logits, sampling, rng)
+def step(logits: np.ndarray, sampling: SamplingParams, rng: np.random.Generator,
+         constraint=None) -> tuple[int, float, tuple[tuple[int, float], ...]]:
+    """Chooses the next token: (token id, its log-probability under the model, top alternatives).
+
+    A ``constraint`` (a grammar) picks among the tokens it allows; the log-probability stays the model's."""
+    token = constraint.choose(logits, sampling, rng) if constraint is not None else choose_token(logits, sampling, rng)
+    if constraint is not None:
+        constraint.accept(token)
     normaliser = log_sum_exp(logits)
     return token, float(logits[token]) - normaliser, top_alternatives(logits, sampling.top_logprobs, normaliser)

@@ -24,6 +24,7 @@ class SamplingParams:
     seed: int | None = None
     top_logprobs: int = 0
     max_tokens: int = 256
+    grammar: str | None = None  # GBNF; the backend only offers tokens the grammar allows
 
 
 ShouldAbort = Callable[[], bool]

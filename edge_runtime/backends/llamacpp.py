@@ -34,13 +34,17 @@ def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
 
 
 class LlamaCppBackend:
-    """One GGUF model and one single-sequence context."""
+    """One GGUF model and one sequence of a llama.cpp context (the only one, unless ``owns_native`` is False
+    and a batched backend shares its context)."""
 
     format = "gguf"
+    concurrent = False
 
-    def __init__(self, model: NativeModel, context: NativeContext, settings: LoadSettings) -> None:
+    def __init__(self, model: NativeModel, context: NativeContext, settings: LoadSettings, *, sequence: int = 0,
+                 owns_native: bool = True) -> None:
         self.model, self.context, self.settings = model, context, settings
-        self.n_ctx, self.n_vocab = context.n_ctx, model.n_vocab
+        self.sequence, self.owns_native = sequence, owns_native
+        self.n_ctx, self.n_vocab = settings.n_ctx if not owns_native else context.n_ctx, model.n_vocab
         self.chunk_tokens = settings.n_batch
         self.batch = NativeBatch(settings.n_batch)
         self.cached_tokens: list[int] = []
@@ -49,16 +53,13 @@ class LlamaCppBackend:
         self._rng = np.random.default_rng(settings.seed)
 
     @classmethod
-    def load(cls, path: Path, settings: LoadSettings) -> "LlamaCppBackend":
-        read_header(path)  # llama.cpp aborts the process on some malformed files: refuse them first
-        model = NativeModel(path, use_mmap=settings.use_mmap, n_gpu_layers=settings.n_gpu_layers)
-        try:
-            context = NativeContext(model, n_ctx=settings.n_ctx, n_batch=settings.n_batch,
-                                    n_threads=settings.n_threads or default_threads(),
-                                    flash_attn=settings.flash_attn)
-        except BackendError:
-            model.close()
-            raise
+    def load(cls, path: Path, settings: LoadSettings):
+        """A single-sequence backend, or the batched one when ``settings.n_parallel`` > 1."""
+        if settings.n_parallel > 1:
+            from edge_runtime.backends.llamacpp_batched import BatchedLlamaCppBackend
+
+            return BatchedLlamaCppBackend.load(path, settings)
+        model, context = open_native(path, settings, n_seq_max=1)
         return cls(model, context, settings)
 
     # -- vocabulary ----------------------------------------------------------------------------------------
@@ -80,8 +81,8 @@ class LlamaCppBackend:
     # -- KV cache ------------------------------------------------------------------------------------------
     def _rewind_to(self, keep: int) -> None:
         """Keeps the first ``keep`` cached positions and drops the rest (everything if llama.cpp cannot)."""
-        if keep < len(self.cached_tokens) and not self.context.forget_from(0, keep):
-            self.context.clear()
+        if keep < len(self.cached_tokens) and not self.context.forget_from(self.sequence, keep):
+            self.context.forget_from(self.sequence, 0)  # removing a whole sequence never fails
             keep = 0
         del self.cached_tokens[keep:]
 
@@ -89,7 +90,7 @@ class LlamaCppBackend:
         if len(self.cached_tokens) + len(tokens) > self.n_ctx:
             raise InvalidRequestError(f"{len(self.cached_tokens) + len(tokens):,} tokens do not fit the "
                                       f"context of {self.n_ctx:,}")
-        self.batch.fill(tokens, len(self.cached_tokens), all_logits=all_logits)
+        self.batch.fill(tokens, len(self.cached_tokens), self.sequence, all_logits=all_logits)
         try:
             self.context.decode(self.batch)
         except BackendError:
@@ -124,14 +125,26 @@ class LlamaCppBackend:
         if not self.prefill(prompt_ids, should_abort):
             return
         rng = self._rng_for(sampling)
+        constraint = self.grammar_constraint(sampling)
         budget = min(sampling.max_tokens, self.n_ctx - len(self.cached_tokens))
-        for produced in range(budget):
-            token, logprob, top = sampler.step(self.context.logits_row(-1), sampling, rng)
-            end = self.model.is_end_of_generation(token)
-            yield TokenStep(token, b"" if end else self.token_piece(token), logprob, top, end)
-            if end or produced == budget - 1 or should_abort():
-                return
-            self._decode([token])
+        try:
+            for produced in range(budget):
+                token, logprob, top = sampler.step(self.context.logits_row(-1), sampling, rng, constraint)
+                end = self.model.is_end_of_generation(token)
+                yield TokenStep(token, b"" if end else self.token_piece(token), logprob, top, end)
+                if end or produced == budget - 1 or should_abort():
+                    return
+                self._decode([token])
+        finally:
+            if constraint is not None:
+                constraint.close()
+
+    def grammar_constraint(self, sampling: SamplingParams):
+        if not sampling.grammar:
+            return None
+        from edge_runtime.backends.llamacpp_grammar import GrammarConstraint
+
+        return GrammarConstraint(self.model.vocab, sampling.grammar)
 
     def score_continuations(self, prefix_ids: Sequence[int],
                             continuations: Sequence[Sequence[int]]) -> list[list[float]]:
@@ -161,5 +174,21 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         self.batch.close()
-        self.context.close()
-        self.model.close()
+        if self.owns_native:
+            self.context.close()
+            self.model.close()
+
+
+def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int) -> tuple[NativeModel, NativeContext]:
+    """Checks the file in Python, then loads the model and a context for ``n_seq_max`` sequences of
+    ``settings.n_ctx`` tokens each."""
+    read_header(path)  # llama.cpp aborts the process on some malformed files: refuse them first
+    model = NativeModel(path, use_mmap=settings.use_mmap, n_gpu_layers=settings.n_gpu_layers)
+    try:
+        context = NativeContext(model, n_ctx=settings.n_ctx * n_seq_max, n_batch=settings.n_batch,
+                                n_threads=settings.n_threads or default_threads(), n_seq_max=n_seq_max,
+                                flash_attn=settings.flash_attn)
+    except BackendError:
+        model.close()
+        raise
+    return model, context

@@ -1,0 +1,334 @@
+"""Continuous batching: several requests decode together in one llama.cpp context, one sequence id each.
+
+Decoding one token reads every weight once; decoding eight sequences in the same ``llama_decode`` reads them
+once too, so on a memory-bound laptop CPU aggregate throughput grows with the number of live requests. A
+scheduler thread owns the context. Each step it admits waiting requests into free slots (choosing the slot
+whose KV cache already holds the longest prefix of the prompt), then builds one batch from one token per
+decoding slot plus prompt chunks of prefilling slots, decodes it, and samples every slot that produced logits.
+Requests receive their ``TokenStep``s through a queue; closing the iterator cancels the request.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import sampling as sampler
+from edge_runtime.backends.base import SamplingParams, ShouldAbort
+from edge_runtime.backends.llamacpp import LlamaCppBackend, common_prefix_length, open_native
+from edge_runtime.backends.llamacpp_native import NativeBatch, NativeContext, NativeModel
+from edge_runtime.caps import LoadSettings
+from edge_runtime.errors import BackendError, CapExceededError, InvalidRequestError
+from edge_runtime.results import TokenStep
+
+_END = object()
+
+
+class QueueFullError(CapExceededError):
+    """Every slot is busy and the waiting line is at its limit."""
+
+
+@dataclass
+class _Job:
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    should_abort: ShouldAbort
+    rng: np.random.Generator
+    constraint: object = None
+    output: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False
+
+
+@dataclass
+class _Slot:
+    """One sequence id of the shared context and the request it is serving."""
+
+    sequence: int
+    cached: list[int] = field(default_factory=list)
+    job: _Job | None = None
+    pending: list[int] = field(default_factory=list)
+    next_token: int | None = None
+    produced: int = 0
+
+    @property
+    def decoding(self) -> bool:
+        return self.job is not None and not self.pending and self.next_token is not None
+
+
+class _Scheduler:
+    """The thread that owns the context: admits, batches, decodes, samples and hands out tokens."""
+
+    def __init__(self, backend: "BatchedLlamaCppBackend", max_waiting: int) -> None:
+        self.backend, self.max_waiting = backend, max_waiting
+        self.slots = [_Slot(sequence) for sequence in range(backend.n_parallel)]
+        self.waiting: collections.deque[_Job] = collections.deque()
+        self.calls: collections.deque[tuple[Callable, Future]] = collections.deque()
+        self.wakeup = threading.Condition()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._loop, name="edge-runtime-batcher", daemon=True)
+        self.thread.start()
+
+    # -- called from request threads -----------------------------------------------------------------------
+    def submit(self, job: _Job) -> None:
+        with self.wakeup:
+            if self.stopped:
+                raise BackendError("the model has been closed")
+            busy = sum(slot.job is not None for slot in self.slots)
+            if busy >= len(self.slots) and len(self.waiting) >= self.max_waiting:
+                raise QueueFullError(f"all {len(self.slots)} slots are busy and {len(self.waiting)} requests are "
+                                     f"waiting (limit {self.max_waiting})")
+            self.waiting.append(job)
+            self.wakeup.notify()
+
+    def call(self, function: Callable):
+        """Runs ``function`` on the scheduler thread between steps and returns its result."""
+        future: Future = Future()
+        with self.wakeup:
+            if self.stopped:
+                raise BackendError("the model has been closed")
+            self.calls.append((function, future))
+            self.wakeup.notify()
+        return future.result()
+
+    def poke(self) -> None:
+        with self.wakeup:
+            self.wakeup.notify()
+
+    def stop(self) -> None:
+        with self.wakeup:
+            self.stopped = True
+            self.wakeup.notify()
+        self.thread.join(timeout=30)
+
+    @property
+    def depth(self) -> tuple[int, int]:
+        """(requests being decoded, requests waiting for a slot)."""
+        return sum(slot.job is not None for slot in self.slots), len(self.waiting)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self.wakeup:
+                while not self.stopped and not self.calls and not self._has_work():
+                    self.wakeup.wait()
+                if self.stopped:
+                    break
+                calls, self.calls = list(self.calls), collections.deque()
+            self._run_calls(calls)
+            try:
+                self._retire_cancelled()
+                self._admit()
+                self._step()
+            except Exception as exc:  # noqa: BLE001 - a request must get an error, never hang
+                self._reset_after(exc)
+        self._fail_everything(BackendError("the model has been closed"))
+
+    def _reset_after(self, exc: Exception) -> None:
+        """Fails the requests in flight with a ``BackendError`` and forgets their KV cache; keeps serving."""
+        error = exc if isinstance(exc, BackendError) else BackendError(f"batched decoding failed: {exc!r}")
+        for slot in self.slots:
+            if slot.job is not None:
+                self.backend.context.forget_from(slot.sequence, 0)
+                slot.cached.clear()
+                self._finish(slot, error)
+
+    def _has_work(self) -> bool:
+        return bool(self.waiting) or any(slot.job is not None for slot in self.slots)
+
+    @staticmethod
+    def _run_calls(calls: list[tuple[Callable, Future]]) -> None:
+        for function, future in calls:
+            try:
+                future.set_result(function())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                future.set_exception(exc)
+
+    def _retire_cancelled(self) -> None:
+        for slot in self.slots:
+            job = slot.job
+            if job is not None and (job.cancelled or job.should_abort()):
+                self._finish(slot)
+        with self.wakeup:
+            self.waiting = collections.deque(job for job in self.waiting if not job.cancelled)
+
+    def _admit(self) -> None:
+        while True:
+            with self.wakeup:
+                free = [slot for slot in self.slots if slot.job is None]
+                if not free or not self.waiting:
+                    return
+                job = self.waiting.popleft()
+            slot = max(free, key=lambda candidate: common_prefix_length(candidate.cached, job.prompt_ids))
+            self._start(slot, job)
+
+    def _start(self, slot: _Slot, job: _Job) -> None:
+        keep = min(common_prefix_length(slot.cached, job.prompt_ids), len(job.prompt_ids) - 1)
+        context = self.backend.context
+        if keep < len(slot.cached) and not context.forget_from(slot.sequence, keep):
+            context.forget_from(slot.sequence, 0)
+            keep = 0
+        del slot.cached[keep:]
+        slot.job, slot.pending, slot.next_token, slot.produced = job, list(job.prompt_ids[keep:]), None, 0
+
+    def _finish(self, slot: _Slot, error: Exception | None = None) -> None:
+        job, slot.job, slot.pending, slot.next_token = slot.job, None, [], None
+        if job is not None:
+            job.output.put(error if error is not None else _END)
+
+    def _fail_everything(self, error: Exception) -> None:
+        for slot in self.slots:
+            self._finish(slot, error)
+        with self.wakeup:
+            while self.waiting:
+                self.waiting.popleft().output.put(error)
+            while self.calls:
+                self.calls.popleft()[1].set_exception(error)
+
+    # -- one decode step ---------------------------------------------------------------------------------------
+    def _plan_batch(self) -> tuple[list[tuple[int, int, int, bool]], list[tuple[_Slot, int]],
+                                   list[tuple[_Slot, int, bool]]]:
+        """Entries (token, position, sequence, wants_logits); the slots that get logits with the batch index
+        of their logits row; and per slot how many prompt tokens the batch consumes and whether it carries the slot's next token."""
+        entries, sampled, consumed = [], [], []
+        for slot in self.slots:
+            if slot.decoding:
+                sampled.append((slot, len(entries)))
+                entries.append((slot.next_token, len(slot.cached), slot.sequence, True))
+                consumed.append((slot, 0, True))
+        budget = self.backend.batch.capacity - len(entries)
+        for slot in self.slots:
+            if slot.job is None or not slot.pending or budget <= 0:
+                continue
+            chunk, start = slot.pending[:budget], len(slot.cached)
+            completes = len(chunk) == len(slot.pending)
+            entries.extend((token, start + index, slot.sequence, completes and index == len(chunk) - 1)
+                           for index, token in enumerate(chunk))
+            budget -= len(chunk)
+            consumed.append((slot, len(chunk), False))
+            if completes:
+                sampled.append((slot, len(entries) - 1))
+        return entries, sampled, consumed
+
+    @staticmethod
+    def _commit(consumed: list[tuple[_Slot, int, bool]]) -> None:
+        """Records which tokens now sit in each sequence's KV cache."""
+        for slot, prompt_tokens, carried_next in consumed:
+            if carried_next:
+                slot.cached.append(slot.next_token)
+                slot.next_token = None
+            else:
+                slot.cached.extend(slot.pending[:prompt_tokens])
+                del slot.pending[:prompt_tokens]
+
+    def _step(self) -> None:
+        entries, sampled, consumed = self._plan_batch()
+        if not entries:
+            return
+        self.backend.batch.fill_entries(entries)
+        try:
+            self.backend.context.decode(self.backend.batch)
+        except BackendError as exc:
+            for slot, _, _ in consumed:
+                self.backend.context.forget_from(slot.sequence, 0)
+                slot.cached.clear()
+                self._finish(slot, exc)
+            return
+        self._commit(consumed)
+        for slot, batch_index in sampled:
+            self._sample(slot, self.backend.context.logits_row(batch_index))
+
+    def _sample(self, slot: _Slot, logits: np.ndarray) -> None:
+        job = slot.job
+        token, logprob, top = sampler.step(logits, job.sampling, job.rng, job.constraint)
+        end = self.backend.model.is_end_of_generation(token)
+        job.output.put(TokenStep(token, b"" if end else self.backend.token_piece(token), logprob, top, end))
+        slot.produced += 1
+        full = len(slot.cached) + 1 >= self.backend.n_ctx
+        if end or slot.produced >= job.sampling.max_tokens or full:
+            self._finish(slot)
+        else:
+            slot.next_token = token
+
+
+class BatchedLlamaCppBackend:
+    """A GGUF model serving ``n_parallel`` sequences at once; thread-safe, requests run concurrently."""
+
+    format = "gguf"
+    concurrent = True
+
+    def __init__(self, model: NativeModel, context: NativeContext, settings: LoadSettings,
+                 max_waiting: int) -> None:
+        self.model, self.context, self.settings = model, context, settings
+        self.n_parallel, self.n_ctx, self.n_vocab = settings.n_parallel, settings.n_ctx, model.n_vocab
+        self.batch = NativeBatch(settings.n_batch, n_seq_max=1)
+        # scoring runs on the scheduler thread through a single-sequence view on the spare sequence id
+        self.scorer = LlamaCppBackend(model, context, settings, sequence=settings.n_parallel, owns_native=False)
+        self._seed = np.random.SeedSequence(settings.seed)
+        self.scheduler = _Scheduler(self, max_waiting)
+
+    @classmethod
+    def load(cls, path: Path, settings: LoadSettings, max_waiting: int = 32) -> "BatchedLlamaCppBackend":
+        model, context = open_native(path, settings, n_seq_max=settings.n_parallel + 1)
+        return cls(model, context, settings, max_waiting)
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self.scorer.tokenize(text, add_special=add_special)
+
+    def token_piece(self, token_id: int) -> bytes:
+        return self.scorer.token_piece(token_id)
+
+    def chat_template(self) -> str | None:
+        return self.scorer.chat_template()
+
+    def special_tokens(self) -> tuple[str, str]:
+        return self.scorer.special_tokens()
+
+    @property
+    def queue_depth(self) -> tuple[int, int]:
+        return self.scheduler.depth
+
+    def generate_tokens(self, prompt_ids: Sequence[int], sampling: SamplingParams,
+                        should_abort: ShouldAbort) -> Iterator[TokenStep]:
+        if not prompt_ids:
+            raise InvalidRequestError("cannot prefill an empty prompt")
+        rng = np.random.default_rng(sampling.seed if sampling.seed is not None else self._seed.spawn(1)[0])
+        job = _Job(list(prompt_ids), sampling, should_abort, rng, self.scorer.grammar_constraint(sampling))
+        try:
+            self.scheduler.submit(job)
+        except BackendError:
+            job.constraint and job.constraint.close()
+            raise
+        return self._drain(job)
+
+    def _drain(self, job: _Job) -> Iterator[TokenStep]:
+        try:
+            while True:
+                item = job.output.get()
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            job.cancelled = True
+            self.scheduler.poke()
+            if job.constraint is not None:
+                self.scheduler.call(job.constraint.close)
+
+    def score_continuations(self, prefix_ids: Sequence[int],
+                            continuations: Sequence[Sequence[int]]) -> list[list[float]]:
+        return self.scheduler.call(lambda: self.scorer.score_continuations(prefix_ids, continuations))
+
+    def close(self) -> None:
+        self.scheduler.stop()
+        self.scorer.close()
+        self.batch.close()
+        self.context.close()
+        self.model.close()

@@ -1,0 +1,364 @@
+"""The cascade: answer locally, score the answer, and escalate to the cloud when the policy says so.
+
+One request flows: local leg (the runtime, in a worker thread) -> confidence (calibrated when a calibrator is
+loaded, else the geometric-mean token probability) and validity -> ``policy.decide`` -> cloud leg through the
+gateway when escalating -> one ledger row. Offline-first: when the cloud is not configured or every provider
+fails, the local answer is returned marked ``local-degraded`` with the reason; nothing is sent twice.
+
+Streaming holds the first ``commit_after_tokens`` local tokens back: if the running confidence is already
+below the early floor (or the local leg failed) the local leg stops and the cloud answers; otherwise the local
+answer is committed and streams on. Its final decision is still recorded: an answer the policy would have
+escalated after it was committed is logged as ``local-degraded`` with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from edge_runtime.errors import EdgeRuntimeError, InvalidRequestError, PromptTooLongError
+from fallback.errors import FallbackError
+from fallback.policy import Decision, LocalOutcome, PolicyConfig, decide, stop_early
+from fallback.validity import check_output
+
+
+@dataclass
+class CascadeRequest:
+    """A request in OpenAI terms, plus routing: ``route`` is auto, local or cloud."""
+
+    prompt: str | None = None
+    messages: list[dict] | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] | None = None
+    top_logprobs: int = 0
+    response_format: dict | None = None
+    grammar: str | None = None
+    tools: list[dict] | None = None
+    tool_choice: object = None
+    route: str = "auto"
+    never_send: bool = False
+    deadline_s: float | None = None
+    task: str | None = None
+
+    def cloud_messages(self) -> list[dict]:
+        return self.messages if self.messages is not None else [{"role": "user", "content": self.prompt}]
+
+
+@dataclass
+class CascadeResult:
+    route_taken: str
+    decision: Decision
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    confidence: float | None
+    local: object = None
+    cloud: object = None
+    ledger_id: str | None = None
+    degraded_reason: str | None = None
+    tool_calls: list | None = None
+    latency_s: float = 0.0
+
+
+@dataclass
+class _LocalLeg:
+    result: object = None
+    outcome: LocalOutcome = field(default_factory=LocalOutcome)
+    latency_s: float = 0.0
+
+
+class Cascade:
+    """Local runtime + policy + optional cloud gateway + optional ledger."""
+
+    def __init__(self, runtime, gateway=None, policy: PolicyConfig | None = None, ledger=None,
+                 calibrator=None, commit_after_tokens: int = 8) -> None:
+        self.runtime, self.gateway, self.ledger, self.calibrator = runtime, gateway, ledger, calibrator
+        self.policy = policy or PolicyConfig()
+        self.commit_after_tokens = commit_after_tokens
+
+    # -- confidence ------------------------------------------------------------------------------------------
+    def confidence_of(self, result) -> float | None:
+        logprobs = [token.logprob for token in result.tokens]
+        if not logprobs:
+            return None
+        if self.calibrator is not None:
+            from fallback.confidence import generation_signals
+
+            signals = generation_signals(logprobs) | {"n_tokens": float(len(logprobs))}
+            return self.calibrator.predict(signals)
+        return math.exp(math.fsum(logprobs) / len(logprobs))
+
+    # -- local leg ---------------------------------------------------------------------------------------------
+    def _local_options(self, request: CascadeRequest) -> dict:
+        source = {"messages": request.messages} if request.messages is not None else {"prompt": request.prompt}
+        return {**source, "max_tokens": request.max_tokens, "temperature": request.temperature,
+                "top_p": request.top_p, "seed": request.seed, "stop": request.stop,
+                "top_logprobs": request.top_logprobs, "total_deadline_s": request.deadline_s,
+                **({"grammar": request.grammar} if request.grammar else {})}
+
+    def run_local(self, request: CascadeRequest, cancel: threading.Event | None = None) -> _LocalLeg:
+        """Runs the local leg to the end (or cancellation); input and backend failures become outcomes."""
+        started = time.perf_counter()
+        try:
+            stream = self.runtime.stream(**self._local_options(request))
+            for _ in stream:
+                if cancel is not None and cancel.is_set():
+                    stream.close()
+                    break
+            result = stream.result
+        except PromptTooLongError as exc:
+            return _LocalLeg(None, LocalOutcome(input_too_long=True, error=str(exc), route=request.route),
+                             time.perf_counter() - started)
+        except InvalidRequestError:
+            raise
+        except EdgeRuntimeError as exc:
+            return _LocalLeg(None, LocalOutcome(error=f"{type(exc).__name__}: {exc}", route=request.route),
+                             time.perf_counter() - started)
+        return _LocalLeg(result, self._outcome(request, result), time.perf_counter() - started)
+
+    def _outcome(self, request: CascadeRequest, result) -> LocalOutcome:
+        return LocalOutcome(confidence=self.confidence_of(result), finish_reason=result.finish_reason,
+                            validity=check_output(result.text, request.response_format), route=request.route)
+
+    # -- the whole request -----------------------------------------------------------------------------------
+    async def complete(self, request: CascadeRequest, cancel: threading.Event | None = None) -> CascadeResult:
+        """Answers one request; setting ``cancel`` stops the local leg at its next token."""
+        started = time.perf_counter()
+        if request.route == "cloud":
+            leg = _LocalLeg(None, LocalOutcome(route="cloud"))
+        else:
+            leg = await asyncio.to_thread(self.run_local, request, cancel)
+        decision = decide(leg.outcome, self.policy)
+        result = await self._route(request, leg, decision)
+        result.latency_s = time.perf_counter() - started
+        self._record(request, leg, result)
+        return result
+
+    async def _route(self, request: CascadeRequest, leg: _LocalLeg, decision: Decision) -> CascadeResult:
+        if not decision.escalate:
+            return self._local_result(leg, decision, "local")
+        if self.gateway is None or request.never_send:
+            why = "request is tagged never_send" if request.never_send else "no cloud is configured"
+            return self._degraded(leg, decision, why)
+        try:
+            cloud = await self.gateway.complete(self._cloud_request(request))
+        except FallbackError as exc:
+            return self._degraded(leg, decision, f"{type(exc).__name__}: {exc}")
+        local_tokens = leg.result.usage.prompt_tokens if leg.result is not None else 0
+        return CascadeResult("cloud", decision, cloud.text, cloud.finish_reason or "stop",
+                             cloud.usage.prompt_tokens or local_tokens, cloud.usage.completion_tokens,
+                             leg.outcome.confidence, leg.result, cloud, tool_calls=cloud.tool_calls or None)
+
+    def _cloud_request(self, request: CascadeRequest):
+        from fallback.gateway import CloudRequest
+
+        return CloudRequest(messages=request.cloud_messages(), max_tokens=request.max_tokens,
+                            temperature=request.temperature, stop=request.stop,
+                            response_format=request.response_format, tools=request.tools,
+                            tool_choice=request.tool_choice, never_send=request.never_send,
+                            deadline_s=request.deadline_s)
+
+    @staticmethod
+    def _local_result(leg: _LocalLeg, decision: Decision, route: str, why: str | None = None) -> CascadeResult:
+        local = leg.result
+        return CascadeResult(route, decision, local.text, local.finish_reason, local.usage.prompt_tokens,
+                             local.usage.completion_tokens, leg.outcome.confidence, local, degraded_reason=why)
+
+    def _degraded(self, leg: _LocalLeg, decision: Decision, why: str) -> CascadeResult:
+        if leg.result is None:
+            raise CloudUnavailableError(f"the local model could not answer ({leg.outcome.error}) and the cloud "
+                                        f"is unavailable: {why}")
+        return self._local_result(leg, decision, "local-degraded", why)
+
+    # -- streaming ---------------------------------------------------------------------------------------------
+    async def open_stream(self, request: CascadeRequest) -> "CascadeStream":
+        """Decides the route (holding the first local tokens back) and returns the stream to send.
+
+        The route is known when this returns, so a server can put it in response headers."""
+        started = time.perf_counter()
+        if request.route == "cloud":
+            leg = _LocalLeg(None, LocalOutcome(route="cloud"))
+            return CascadeStream("cloud", self._stream_cloud(request, leg, decide(leg.outcome, self.policy), started))
+        bridge = _LocalStreamBridge(self, request)
+        held = await bridge.hold(self.commit_after_tokens)
+        wants_cloud = bridge.escalate_early and request.route == "auto"
+        if wants_cloud and self.gateway is not None and not request.never_send:
+            bridge.cancel()
+            leg = bridge.leg(stopped_early=True)
+            return CascadeStream("cloud", self._stream_cloud(request, leg, decide(leg.outcome, self.policy), started))
+        return CascadeStream("local", self._stream_local(request, bridge, held, started))
+
+    async def _stream_local(self, request, bridge, held, started) -> AsyncIterator[object]:
+        try:
+            for piece in held:
+                yield piece
+            async for piece in bridge.rest():
+                yield piece
+        finally:
+            bridge.cancel()
+        leg = bridge.leg()
+        if leg.result is None:
+            raise CloudUnavailableError(f"the local model could not answer: {leg.outcome.error}")
+        decision = decide(leg.outcome, self.policy)
+        why = "the answer was already streaming when the policy asked for the cloud" if decision.escalate else None
+        result = self._local_result(leg, decision, "local-degraded" if decision.escalate else "local", why)
+        result.latency_s = time.perf_counter() - started
+        self._record(request, leg, result)
+        yield result
+
+    async def _stream_cloud(self, request, leg, decision, started) -> AsyncIterator[object]:
+        if self.gateway is None:
+            raise CloudUnavailableError("the request asked for the cloud and no cloud is configured")
+        texts, response = [], None
+        async for chunk in self.gateway.stream(self._cloud_request(request)):
+            if chunk.text:
+                texts.append(chunk.text)
+                yield StreamPiece(chunk.text, None)
+            response = chunk.response or response
+        usage = response.usage if response is not None else None
+        result = CascadeResult("cloud", decision, "".join(texts),
+                               (response.finish_reason if response else None) or "stop",
+                               usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
+                               leg.outcome.confidence, leg.result, response,
+                               tool_calls=(response.tool_calls if response else None) or None)
+        result.latency_s = time.perf_counter() - started
+        self._record(request, leg, result)
+        yield result
+
+    # -- ledger --------------------------------------------------------------------------------------------------
+    def _record(self, request: CascadeRequest, leg: _LocalLeg, result: CascadeResult) -> None:
+        if self.ledger is None:
+            return
+        from fallback.ledger import LedgerEntry
+
+        local, cloud = leg.result, result.cloud
+        provider = self._provider_of(cloud)
+        entry = LedgerEntry(
+            route=result.route_taken, reason=result.decision.reason.value, confidence=result.confidence,
+            local_tokens_in=local.usage.prompt_tokens if local else 0,
+            local_tokens_out=local.usage.completion_tokens if local else 0, local_latency_s=leg.latency_s,
+            cloud_tokens_in=cloud.usage.prompt_tokens if cloud else 0,
+            cloud_tokens_out=cloud.usage.completion_tokens if cloud else 0,
+            cloud_latency_s=cloud.latency_s if cloud else 0.0, cloud_cost_usd=cloud.cost_usd if cloud else 0.0,
+            provider=cloud.provider if cloud else None,
+            price_input_per_mtok=provider.price_input_per_mtok if provider else None,
+            price_output_per_mtok=provider.price_output_per_mtok if provider else None,
+            task=request.task, redaction_count=sum((cloud.redaction_counts or {}).values()) if cloud else 0)
+        result.ledger_id = self.ledger.record(entry)
+
+    def _provider_of(self, cloud):
+        if self.gateway is None:
+            return None
+        providers = self.gateway.config.providers
+        named = [provider for provider in providers if cloud is not None and provider.name == cloud.provider]
+        return (named or providers or [None])[0]
+
+
+@dataclass
+class StreamPiece:
+    """A piece of streamed text and, for local tokens, the ``TokenLogprob`` it came from."""
+
+    text: str
+    token: object = None
+
+
+@dataclass
+class CascadeStream:
+    """The route taken and the stream: ``StreamPiece`` items, then the ``CascadeResult`` last."""
+
+    route: str
+    items: AsyncIterator[object]
+
+
+class CloudUnavailableError(FallbackError):
+    """Neither leg could answer: the local model failed and the cloud is unavailable or not configured."""
+
+
+class _LocalStreamBridge:
+    """Runs the local stream in a thread and hands its pieces to the event loop through a queue."""
+
+    _END = object()
+
+    def __init__(self, cascade: Cascade, request: CascadeRequest) -> None:
+        self.cascade, self.request = cascade, request
+        self.loop = asyncio.get_running_loop()
+        self.pieces: asyncio.Queue = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.logprobs: list[float] = []
+        self.escalate_early = False
+        self.started = time.perf_counter()
+        self._leg: _LocalLeg | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            stream = self.cascade.runtime.stream(**self.cascade._local_options(self.request))
+            for event in stream:
+                if self.cancelled.is_set():
+                    stream.close()
+                    break
+                if event.token is not None:
+                    self.logprobs.append(event.token.logprob)
+                self._hand_over(StreamPiece(event.text, event.token))
+            result = stream.result
+            self._leg = _LocalLeg(result, self.cascade._outcome(self.request, result),
+                                  time.perf_counter() - self.started)
+        except EdgeRuntimeError as exc:
+            self._leg = _LocalLeg(None, LocalOutcome(error=f"{type(exc).__name__}: {exc}", route=self.request.route,
+                                                     input_too_long=isinstance(exc, PromptTooLongError)))
+            if isinstance(exc, InvalidRequestError):
+                self._leg.outcome = LocalOutcome(error=str(exc))
+                self._invalid = exc
+        finally:
+            self._hand_over(self._END)
+
+    def _hand_over(self, item: object) -> None:
+        """Queues ``item`` for the event loop; a loop that is gone (server shut down) means nobody listens."""
+        try:
+            self.loop.call_soon_threadsafe(self.pieces.put_nowait, item)
+        except RuntimeError:
+            self.cancelled.set()
+
+    async def hold(self, count: int) -> list[str]:
+        """Collects up to ``count`` pieces (fewer if the stream ends) and decides whether to escalate early."""
+        held = []
+        while len(self.logprobs) < count:
+            piece = await self.pieces.get()
+            if piece is self._END:
+                self.pieces.put_nowait(self._END)
+                break
+            held.append(piece)
+        invalid = getattr(self, "_invalid", None)
+        if invalid is not None:
+            raise invalid
+        floor_config = self.cascade.policy
+        failed = self._leg is not None and self._leg.result is None
+        self.escalate_early = failed or stop_early(self.logprobs, floor_config)
+        return held
+
+    async def rest(self) -> AsyncIterator[str]:
+        while True:
+            piece = await self.pieces.get()
+            if piece is self._END:
+                return
+            yield piece
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def leg(self, stopped_early: bool = False) -> _LocalLeg:
+        self.thread.join(timeout=60)
+        leg = self._leg or _LocalLeg(None, LocalOutcome(error="local leg did not finish"))
+        if stopped_early:
+            leg.outcome = LocalOutcome(confidence=leg.outcome.confidence, stopped_early=leg.result is not None,
+                                       error=leg.outcome.error, input_too_long=leg.outcome.input_too_long)
+        return leg

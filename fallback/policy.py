@@ -1,0 +1,99 @@
+"""The escalation policy: what the local leg produced goes in, a decision with its reason comes out. No I/O.
+
+Escalate when the caller forces the cloud; when the input is too long for the local model (straight to the
+cloud, no local attempt); when the local backend failed; when a deadline or cap cut the answer; when the answer
+is invalid (empty, unparsable, off-schema); when calibrated confidence is below the threshold. While streaming,
+``stop_early`` ends a doomed local answer as soon as its running confidence falls below a floor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from fallback.validity import VALID, Validity
+
+
+class Reason(str, Enum):
+    CONFIDENT = "confident"
+    FORCED_LOCAL = "forced_local"
+    FORCED_CLOUD = "forced_cloud"
+    INPUT_TOO_LONG = "input_too_long"
+    LOCAL_ERROR = "local_error"
+    DEADLINE = "deadline"
+    TRUNCATED = "truncated"
+    INVALID_OUTPUT = "invalid_output"
+    LOW_CONFIDENCE = "low_confidence"
+    EARLY_LOW_CONFIDENCE = "early_low_confidence"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    threshold: float = 0.5
+    escalate_on_length: bool = False
+    early_floor: float | None = None
+    early_min_tokens: int = 4
+
+
+@dataclass(frozen=True)
+class LocalOutcome:
+    """What the local leg produced, reduced to what the decision needs."""
+
+    confidence: float | None = None
+    finish_reason: str | None = None
+    validity: Validity = VALID
+    error: str | None = None
+    input_too_long: bool = False
+    stopped_early: bool = False
+    route: str = "auto"
+
+
+@dataclass(frozen=True)
+class Decision:
+    escalate: bool
+    reason: Reason
+    detail: str = ""
+
+
+def _forced_or_failed(outcome: LocalOutcome) -> Decision | None:
+    if outcome.route == "cloud":
+        return Decision(True, Reason.FORCED_CLOUD, "the caller asked for the cloud")
+    if outcome.route == "local":
+        return Decision(False, Reason.FORCED_LOCAL, "the caller asked for the local model")
+    if outcome.input_too_long:
+        return Decision(True, Reason.INPUT_TOO_LONG, "the input is over the local model's cap")
+    if outcome.error:
+        return Decision(True, Reason.LOCAL_ERROR, outcome.error)
+    return None
+
+
+def _cut_or_invalid(outcome: LocalOutcome, config: PolicyConfig) -> Decision | None:
+    if outcome.stopped_early:
+        return Decision(True, Reason.EARLY_LOW_CONFIDENCE, "running confidence fell below the floor")
+    if outcome.finish_reason == "deadline":
+        return Decision(True, Reason.DEADLINE, "the local answer hit its deadline")
+    if outcome.finish_reason == "length" and config.escalate_on_length:
+        return Decision(True, Reason.TRUNCATED, "the local answer hit the output-token cap")
+    if not outcome.validity.ok:
+        return Decision(True, Reason.INVALID_OUTPUT, outcome.validity.reason)
+    return None
+
+
+def decide(outcome: LocalOutcome, config: PolicyConfig) -> Decision:
+    """The routing decision for one request, with the reason it was taken."""
+    decision = _forced_or_failed(outcome) or _cut_or_invalid(outcome, config)
+    if decision is not None:
+        return decision
+    confidence = outcome.confidence if outcome.confidence is not None else 0.0
+    if confidence < config.threshold:
+        return Decision(True, Reason.LOW_CONFIDENCE, f"confidence {confidence:.3f} < threshold {config.threshold:.3f}")
+    return Decision(False, Reason.CONFIDENT, f"confidence {confidence:.3f} >= threshold {config.threshold:.3f}")
+
+
+def stop_early(logprobs: Sequence[float], config: PolicyConfig) -> bool:
+    """True when a streaming answer's running geometric-mean token probability is below the floor."""
+    if config.early_floor is None or len(logprobs) < config.early_min_tokens:
+        return False
+    return math.exp(math.fsum(logprobs) / len(logprobs)) < config.early_floor

@@ -1,0 +1,104 @@
+"""A real server on loopback (uvicorn in a thread) over the bundled model, with a loopback test cloud."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from edge_runtime.caps import LoadSettings
+from edge_runtime.runtime import Runtime
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running(app):
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def batched_runtime(bundled_path):
+    with Runtime.load(bundled_path, settings=LoadSettings(n_parallel=4, n_ctx=1024)) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="session")
+def cloud():
+    from fallback.loopback_cloud import LoopbackCloud
+
+    with LoopbackCloud(answer_fn=lambda body: "Cloud says Paris.") as test_cloud:
+        yield test_cloud
+
+
+def make_server(runtime, *, cloud=None, threshold=0.0, api_key=None, max_in_flight=16, max_body_bytes=200_000,
+                ledger=None, early_floor=None):
+    from edge_runtime.server.app import EdgeServer, ServerConfig, create_app
+    from fallback.cascade import Cascade
+    from fallback.gateway import CloudGateway
+    from fallback.policy import PolicyConfig
+    from fallback.providers import GatewayConfig, ProviderConfig
+
+    gateway = None
+    if cloud is not None:
+        provider = ProviderConfig(name="loopback", base_url=cloud.base_url, model="loopback-1", timeout_s=5,
+                                  max_retries=1, price_input_per_mtok=2.5, price_output_per_mtok=10.0)
+        gateway = CloudGateway(GatewayConfig(providers=[provider], overall_deadline_s=10, backoff_base_s=0.01))
+    cascade = Cascade(runtime, gateway, PolicyConfig(threshold=threshold, early_floor=early_floor), ledger)
+    server = EdgeServer(cascade, ServerConfig(api_key=api_key, max_in_flight=max_in_flight,
+                                              max_body_bytes=max_body_bytes))
+    server.ready = True
+    return server, create_app(server)
+
+
+@pytest.fixture(scope="session")
+def local_server(batched_runtime):
+    server, app = make_server(batched_runtime)
+    with running(app) as url:
+        yield server, url
+
+
+@pytest.fixture(scope="session")
+def cloud_server(batched_runtime, cloud, tmp_path_factory):
+    from fallback.ledger import Ledger
+
+    ledger = Ledger(tmp_path_factory.mktemp("ledger") / "ledger.sqlite3")
+    server, app = make_server(batched_runtime, cloud=cloud, threshold=0.5, ledger=ledger)
+    with running(app) as url:
+        yield server, url
+
+
+@pytest.fixture()
+def client(local_server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=local_server[1] + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture()
+def raw(local_server):
+    with httpx.Client(base_url=local_server[1], timeout=120) as http:
+        yield http
