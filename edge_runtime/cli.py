@@ -141,14 +141,15 @@ def _extension_parsers() -> list[Callable]:
             if exc.name is None or not module_name.startswith(exc.name):
                 raise
             continue
-        adder = getattr(module, "add_parsers", None)
+        adder = getattr(module, "add_parsers", None) or getattr(module, "add_convert_parser", None)
         if adder is not None:
             adders.append(adder)
     return adders
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-runtime", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edge-runtime", description="Run LLMs on this device under hard caps, "
+                                     "escalating to a cloud model when the local answer is not good enough.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in (_add_run, _add_plan, _add_models, *_extension_parsers()):
         add(subparsers)
@@ -157,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = getattr(args, "handler", None) or args.func
     try:
-        return args.handler(args)
+        return handler(args)
     except EdgeRuntimeError as exc:
         print(f"edge-runtime: error: {exc}", file=sys.stderr)
         return EXIT_USAGE_OR_MODEL_ERROR
