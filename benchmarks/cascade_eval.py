@@ -1,0 +1,200 @@
+"""The cascade evaluation end to end: local answers, calibrated confidence, policy routing, an oracle cloud.
+
+``run_eval(options)``:
+
+1. loads the test and calibration items (``eval_sets``), answers all of them on the local model, reusing
+   answers cached on disk (``local_cache``);
+2. fits one calibrator per task on the calibration items only, choosing its features by cross-validated
+   AUROC (``task_calibration``), and picks the task's threshold on the same items (target kept-local accuracy
+   or target cloud share), unless ``EDGE_CONFIDENCE_THRESHOLD`` overrides it;
+3. routes every test item with ``fallback.policy.decide``; escalated items cross HTTP to the loopback oracle
+   cloud through ``CloudGateway``; every other test item is sent once too, marked ``reference``, so cloud
+   correctness and cloud-only cost are measured for every item; each routed request goes into the ledger;
+4. writes ``report.json`` (``eval_report``), ``routing.png`` (``eval_plot``), ``items.jsonl``,
+   ``cloud_requests.jsonl`` (what the server received), ``ledger.sqlite3`` and ``calibration/<task>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.eval_report import json_safe, mean_numbers, targets, task_numbers
+from benchmarks.eval_routing import item_records, outcomes_of, record_ledger, route, run_cloud
+from benchmarks.eval_sets import EvalSets, build_sets, check_sizes
+from benchmarks.local_cache import LocalAnswerCache, answer_all, model_key
+from fallback.calibration import Calibrator, threshold_for_accuracy, threshold_for_share
+from fallback.errors import ConfigError
+from fallback.tasks import ANSWERER_VERSION, LocalAnswer, is_correct, write_jsonl
+
+REPORT_SCHEMA = 1
+
+THRESHOLD_ENV = "EDGE_CONFIDENCE_THRESHOLD"
+DEFAULT_TARGET_ACCURACY = 0.9
+
+
+@dataclass
+class EvalOptions:
+    test_paths: list[Path]
+    out_dir: Path
+    calibrate_paths: list[Path] = field(default_factory=list)
+    limit: int | None = None
+    model: str | None = None
+    threads: int | None = 1
+    cache_path: Path | None = None
+    price_in: float = 2.5
+    price_out: float = 10.0
+    latency_s: float = 0.3
+    concurrency: int = 16
+    target_accuracy: float | None = None
+    target_cloud_share: float | None = None
+    threshold_override: float | None = None
+    seed: int = 0
+
+    def operating_rule(self) -> str:
+        if self.threshold_override is not None:
+            return f"{THRESHOLD_ENV}={self.threshold_override:g} (every task)"
+        if self.target_cloud_share is not None:
+            return f"target cloud share {self.target_cloud_share:g} on the calibration items"
+        return f"target kept-local accuracy {self.accuracy_target():g} on the calibration items"
+
+    def accuracy_target(self) -> float:
+        return self.target_accuracy if self.target_accuracy is not None else DEFAULT_TARGET_ACCURACY
+
+
+def threshold_from_env(environ=os.environ) -> float | None:
+    """``EDGE_CONFIDENCE_THRESHOLD`` as a number in [0, 1], or None when unset; ConfigError otherwise."""
+    raw = environ.get(THRESHOLD_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{THRESHOLD_ENV} must be a number in [0, 1]; got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{THRESHOLD_ENV} must be in [0, 1]; got {value:g}")
+    return value
+
+
+def _progress(label: str):
+    started = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        if done % 25 == 0 or done == total:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            print(f"{label}: {done}/{total} items ({rate:.1f}/s)", file=sys.stderr, flush=True)
+
+    return report
+
+
+def local_answers(sets: EvalSets, options: EvalOptions) -> tuple[dict[str, LocalAnswer], str]:
+    """Every item's local answer by id (cached ones reused; the model loads only if one is missing)."""
+    from edge_runtime.models import resolve_model
+
+    key = model_key(resolve_model(options.model).path)
+    cache = LocalAnswerCache(options.cache_path or options.out_dir / "local_answers.jsonl",
+                             f"{key}|answerer-v{ANSWERER_VERSION}")
+    items = sets.all_items()
+    if all(cache.get(item) is not None for item in items):
+        return answer_all(items, cache.get, cache), key
+    from edge_runtime.caps import LoadSettings
+    from edge_runtime.runtime import Runtime
+    from fallback.tasks import LocalAnswerer
+
+    with Runtime.load(options.model, settings=LoadSettings(n_threads=options.threads)) as runtime:
+        answerer = LocalAnswerer(runtime)
+        return answer_all(items, answerer.answer, cache, _progress("local model")), key
+
+
+def fit_calibrators(sets: EvalSets, answers: dict[str, LocalAnswer], model: str,
+                    options: EvalOptions) -> dict[str, Calibrator]:
+    """One calibrator per task, fitted and thresholded on that task's calibration items only."""
+    from benchmarks.task_calibration import calibrate_task, item_signals
+
+    calibrators = {}
+    for task, items in sets.calibration.items():
+        rows = [item_signals(item, answers[item.id]) for item in items]
+        correct = [is_correct(item, answers[item.id].answer) for item in items]
+        calibrator = calibrate_task(task, rows, correct, model, seed=options.seed)
+        calibrator.threshold = _threshold(calibrator, rows, correct, options)
+        calibrator.save(options.out_dir / "calibration" / f"{task}.json")
+        calibrators[task] = calibrator
+    return calibrators
+
+
+def _threshold(calibrator: Calibrator, rows: list[dict], correct: list[bool], options: EvalOptions) -> float:
+    confidences = [calibrator.predict(row) for row in rows]
+    if options.target_cloud_share is not None:
+        return threshold_for_share(confidences, options.target_cloud_share)
+    return threshold_for_accuracy(confidences, correct, options.accuracy_target())
+
+
+
+
+def run_eval(options: EvalOptions) -> dict:
+    """Runs the whole evaluation and writes its files into ``options.out_dir``; returns the report."""
+    started = time.perf_counter()
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    sets = build_sets(options.test_paths, options.calibrate_paths, options.limit, options.seed)
+    check_sizes(sets)
+    answers, model = local_answers(sets, options)
+    calibrators = fit_calibrators(sets, answers, model, options)
+    routed = route(sets.test, answers, calibrators, options.threshold_override)
+    calls, received, cloud_wall_s = run_cloud(routed, options.price_in, options.price_out, options.latency_s,
+                                              options.concurrency)
+    ledger = record_ledger(options.out_dir / "ledger.sqlite3", routed, calls, (options.price_in, options.price_out))
+    write_jsonl(options.out_dir / "items.jsonl", item_records(routed, calls))
+    write_jsonl(options.out_dir / "cloud_requests.jsonl", received)
+    outcomes = outcomes_of(routed, calls)
+    per_task = {task: [o for o in outcomes if o.task == task] for task in sets.test}
+    report = build_report(options, sets, model, calibrators, per_task, ledger, received, cloud_wall_s)
+    _write_plot(per_task, report, options.out_dir / "routing.png")
+    report["wall_s"] = time.perf_counter() - started
+    (options.out_dir / "report.json").write_text(json.dumps(json_safe(report), indent=2) + "\n")
+    return report
+
+
+def _calibration_summary(calibrator: Calibrator) -> dict:
+    extra = calibrator.extra
+    return {"candidate": extra.get("candidate"), "cv_auroc": extra.get("cv_auroc"), "n": extra.get("n"),
+            "features": calibrator.features, "threshold": calibrator.threshold}
+
+
+def build_report(options: EvalOptions, sets: EvalSets, model: str, calibrators: dict[str, Calibrator],
+                 per_task: dict, ledger: dict, received: list[dict], cloud_wall_s: float) -> dict:
+    tasks = {}
+    for task, outcomes in per_task.items():
+        tasks[task] = task_numbers(outcomes)
+        tasks[task]["calibration"] = _calibration_summary(calibrators[task])
+    mean = mean_numbers(tasks)
+    purposes = [record["purpose"] for record in received]
+    return {
+        "schema_version": REPORT_SCHEMA, "model": model,
+        "test_files": [str(path) for path in options.test_paths],
+        "calibrate_files": [str(path) for path in options.calibrate_paths], "limit_per_file": options.limit,
+        "calibration": {"note": sets.note, "items": {t: len(items) for t, items in sets.calibration.items()},
+                        "method": "per task, the candidate feature set with the best 5-fold cross-validated "
+                                  "AUROC on the calibration items; Platt or isotonic"},
+        "operating_point": options.operating_rule(),
+        "cloud": {"kind": "oracle (answers every item with its gold answer) on loopback, via CloudGateway",
+                  "price_input_per_mtok": options.price_in, "price_output_per_mtok": options.price_out,
+                  "latency_s": options.latency_s, "concurrency": options.concurrency, "wall_s": cloud_wall_s,
+                  "routed_requests": purposes.count("routed"), "reference_requests": purposes.count("reference"),
+                  "cloud_correct_from": "every test item is sent to the cloud once: escalated items in the routed "
+                                        "run, the others as reference calls outside the ledger; tokens are the "
+                                        "loopback server's word counts"},
+        "tasks": tasks, "mean": mean, "targets": targets(mean, tasks), "ledger": ledger,
+        "files": {"items": "items.jsonl", "cloud_requests": "cloud_requests.jsonl", "ledger": "ledger.sqlite3",
+                  "plot": "routing.png", "calibration": [f"calibration/{task}.json" for task in tasks]},
+    }
+
+
+def _write_plot(per_task: dict, report: dict, path: Path) -> None:
+    from benchmarks.eval_plot import plot_routing
+
+    operating = {task: numbers["escalated_share"] for task, numbers in report["tasks"].items()}
+    plot_routing(per_task, operating, path)

@@ -1,0 +1,113 @@
+"""The routed run of the evaluation: the policy decides per test item, escalations cross HTTP, the ledger records.
+
+Every test item is decided by ``fallback.policy.decide`` on its calibrated confidence. Escalated items go to
+the loopback oracle cloud through ``CloudGateway`` as ``routed`` calls; every other test item is sent once
+too, as a ``reference`` call, so cloud correctness and cloud-only cost are measured for every item (the server
+is on loopback, so this is cheap). The ledger gets one row per routed test item, never the reference calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.eval_report import ItemOutcome
+from benchmarks.oracle_cloud import REFERENCE, ROUTED, CloudCall
+from fallback.calibration import Calibrator
+from fallback.tasks import LocalAnswer, TaskItem, is_correct
+
+
+def effective_threshold(threshold: float) -> float:
+    """A threshold of 1 escalates every answer, even one whose confidence rounds to exactly 1.0."""
+    return math.nextafter(1.0, 2.0) if threshold >= 1.0 else threshold
+
+
+@dataclass
+class Routed:
+    item: TaskItem
+    local: LocalAnswer
+    confidence: float
+    escalated: bool
+    reason: str
+
+
+def route(test: dict[str, list[TaskItem]], answers: dict[str, LocalAnswer], calibrators: dict[str, Calibrator],
+          override: float | None) -> list[Routed]:
+    """The policy's decision for every test item, on its calibrated confidence."""
+    from benchmarks.task_calibration import item_signals
+    from fallback.policy import LocalOutcome, PolicyConfig, decide
+
+    routed = []
+    for task, items in test.items():
+        calibrator = calibrators[task]
+        config = PolicyConfig(threshold=effective_threshold(override if override is not None
+                                                            else calibrator.threshold))
+        for item in items:
+            confidence = calibrator.predict(item_signals(item, answers[item.id]))
+            decision = decide(LocalOutcome(confidence=confidence), config)
+            routed.append(Routed(item, answers[item.id], confidence, decision.escalate, decision.reason.value))
+    return routed
+
+
+def run_cloud(routed: list[Routed], price_in: float, price_out: float, latency_s: float,
+              concurrency: int) -> tuple[list[CloudCall], list[dict], float]:
+    """Escalated items as ``routed`` calls, the rest as ``reference`` calls, all on one loopback oracle."""
+    from benchmarks.oracle_cloud import OracleAnswers, gateway_config, received_log
+    from fallback.gateway import CloudGateway
+    from fallback.loopback_cloud import LoopbackCloud
+
+    jobs = [(r.item, ROUTED if r.escalated else REFERENCE) for r in routed]
+    with LoopbackCloud(answer_fn=OracleAnswers([r.item for r in routed]), latency_s=latency_s) as cloud:
+        config = gateway_config(cloud.base_url, price_in, price_out, latency_s)
+        started = time.perf_counter()
+        calls = asyncio.run(_ask_with_gateway(CloudGateway(config), jobs, concurrency))
+        wall_s = time.perf_counter() - started
+        return calls, received_log(cloud.received), wall_s
+
+
+async def _ask_with_gateway(gateway, jobs, concurrency: int) -> list[CloudCall]:
+    from benchmarks.oracle_cloud import ask_all
+
+    async with gateway:
+        return await ask_all(gateway, jobs, concurrency)
+
+
+def record_ledger(path: Path, routed: list[Routed], calls: list[CloudCall],
+                  prices: tuple[float, float]) -> dict:
+    """One ledger row per routed test item (reference calls are not part of the routed run)."""
+    from fallback.ledger import Ledger, LedgerEntry, format_summary
+
+    path.unlink(missing_ok=True)
+    with Ledger(path) as ledger:
+        for entry, call in zip(routed, calls):
+            cloud = call if entry.escalated else None
+            ledger.record(LedgerEntry(
+                route="cloud" if cloud else "local", reason=entry.reason, confidence=entry.confidence,
+                local_tokens_in=entry.local.tokens_in, local_tokens_out=entry.local.tokens_out,
+                local_latency_s=entry.local.latency_s, cloud_tokens_in=cloud.tokens_in if cloud else 0,
+                cloud_tokens_out=cloud.tokens_out if cloud else 0,
+                cloud_latency_s=cloud.latency_s if cloud else None, cloud_cost_usd=cloud.cost_usd if cloud else 0.0,
+                provider="oracle-cloud" if cloud else None, price_input_per_mtok=prices[0],
+                price_output_per_mtok=prices[1], task=entry.item.task,
+                correct=cloud.correct if cloud else is_correct(entry.item, entry.local.answer)))
+        summary = ledger.summary()
+    print(format_summary(summary), file=sys.stderr)
+    return asdict(summary)
+
+
+def outcomes_of(routed: list[Routed], calls: list[CloudCall]) -> list[ItemOutcome]:
+    return [ItemOutcome(r.item.id, r.item.task, r.confidence, is_correct(r.item, r.local.answer), call.correct,
+                        r.escalated, r.reason, call.cost_usd if r.escalated else 0.0, call.cost_usd)
+            for r, call in zip(routed, calls)]
+
+
+def item_records(routed: list[Routed], calls: list[CloudCall]) -> list[dict]:
+    return [{"id": r.item.id, "task": r.item.task, "local_answer": r.local.answer,
+             "local_correct": is_correct(r.item, r.local.answer), "confidence": r.confidence,
+             "escalated": r.escalated, "reason": r.reason, "cloud_call": call.purpose,
+             "cloud_answer": call.text, "cloud_correct": call.correct, "cloud_cost_usd": call.cost_usd}
+            for r, call in zip(routed, calls)]

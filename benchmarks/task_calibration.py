@@ -1,0 +1,70 @@
+"""Per-task confidence calibration for the evaluation: which feature sets to try, and the chosen fit.
+
+Label tasks (scored choices) and generation tasks (free text) produce different signals (see
+``fallback.tasks.LocalAnswerer``), so each gets its own candidate list. The 270M model's reliability differs
+by the label it predicts, so label candidates include the one-hot predicted label and its products with the
+top probability, and the query's question word (``fallback.tasks.query_signals``). The candidate with the best
+cross-validated AUROC on the calibration items wins; the test items are never seen here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fallback.calibration import Calibrator, Candidate, select_calibrator
+from fallback.tasks import QUESTION_WORDS, LocalAnswer, TaskItem, query_signals
+
+LABEL_BASES = ("max_prob", "margin", "neg_entropy")
+GENERATION_BASES = ("mean_logprob", "min_logprob", "p10_logprob", "first_logprob")
+STRONG_L2 = 1.0
+
+
+def _label_names(signals: dict[str, float]) -> list[str]:
+    return sorted((name for name in signals if name.startswith("label_")), key=lambda name: int(name[6:]))
+
+
+def item_signals(item: TaskItem, answer: LocalAnswer) -> dict[str, float]:
+    """What confidence is computed from: the local answer's signals plus the query's text signals."""
+    return {**answer.signals, **query_signals(item.prompt)}
+
+
+def label_candidates(signals: dict[str, float]) -> list[Candidate]:
+    labels = _label_names(signals)
+    one_hot = tuple(labels[1:])  # one label is the baseline (the intercept)
+    candidates = [Candidate("max_prob", "platt", ("max_prob",)),
+                  Candidate("raw_max_prob", "platt", ("raw_max_prob",)),
+                  Candidate("isotonic max_prob", "isotonic", ("max_prob",)),
+                  Candidate("calibrated+raw", "platt", (*LABEL_BASES, *(f"raw_{b}" for b in LABEL_BASES)))]
+    words = tuple(f"qword_{word}" for word in QUESTION_WORDS if f"qword_{word}" in signals)
+    for base in ("max_prob", "margin"):
+        products = tuple(f"{label}*{base}" for label in labels)
+        for l2 in (1e-2, STRONG_L2):
+            candidates += [Candidate(f"label+{base} (l2={l2:g})", "platt", (base, *one_hot), l2),
+                           Candidate(f"label x {base} (l2={l2:g})", "platt", (*one_hot, *products), l2),
+                           Candidate(f"label x {base} + raw (l2={l2:g})", "platt",
+                                     (*one_hot, *products, "raw_max_prob", "raw_margin"), l2)]
+        if words:
+            candidates += [Candidate(f"label+{base}+question word (l2={l2:g})", "platt", (base, *one_hot, *words),
+                                     l2) for l2 in (STRONG_L2, 3 * STRONG_L2)]
+    return candidates
+
+
+def generation_candidates(signals: dict[str, float]) -> list[Candidate]:
+    candidates = [Candidate(name, "platt", (name,)) for name in GENERATION_BASES]
+    candidates += [Candidate("isotonic mean_logprob", "isotonic", ("mean_logprob",)),
+                   Candidate("mean+min+first", "platt", ("mean_logprob", "min_logprob", "first_logprob")),
+                   Candidate("all logprobs+length", "platt", (*GENERATION_BASES, "n_tokens")),
+                   Candidate("all logprobs+length (l2=1)", "platt", (*GENERATION_BASES, "n_tokens"), STRONG_L2)]
+    return candidates
+
+
+def candidates_for(signals: dict[str, float]) -> list[Candidate]:
+    return label_candidates(signals) if "max_prob" in signals else generation_candidates(signals)
+
+
+def calibrate_task(task: str, rows: Sequence[dict[str, float]], correct: Sequence[bool], model: str,
+                   folds: int = 5, seed: int = 0) -> Calibrator:
+    """The best candidate for one task's calibration items, labelled with the task and model."""
+    calibrator = select_calibrator(candidates_for(rows[0]), rows, correct, folds=folds, seed=seed)
+    calibrator.task, calibrator.model = task, model
+    return calibrator
