@@ -55,4 +55,5 @@ class LoadSettings(BaseModel):
     n_gpu_layers: int = 0
     n_parallel: int = Field(default=1, ge=1, le=64)  # sequences decoded together (the server batches them)
     flash_attn: bool | None = None  # None lets llama.cpp decide
+    speculative: bool = False  # prompt-lookup drafts verified in one batch (greedy only; see speculation.py)
     seed: int = 0

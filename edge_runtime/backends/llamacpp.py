@@ -49,6 +49,7 @@ class LlamaCppBackend:
         self.batch = NativeBatch(settings.n_batch)
         self.cached_tokens: list[int] = []
         self.prefix_reuse = True
+        self.speculative = settings.speculative
         self._pieces: dict[int, bytes] = {}
         self._rng = np.random.default_rng(settings.seed)
 
@@ -124,6 +125,9 @@ class LlamaCppBackend:
                         should_abort: ShouldAbort) -> Iterator[TokenStep]:
         if not self.prefill(prompt_ids, should_abort):
             return
+        if self.speculative and sampling.temperature == 0.0 and not sampling.grammar:
+            yield from self._speculative_tokens(prompt_ids, sampling, should_abort)
+            return
         rng = self._rng_for(sampling)
         constraint = self.grammar_constraint(sampling)
         budget = min(sampling.max_tokens, self.n_ctx - len(self.cached_tokens))
@@ -138,6 +142,54 @@ class LlamaCppBackend:
         finally:
             if constraint is not None:
                 constraint.close()
+
+    def _step_from(self, logits: np.ndarray, token: int, sampling: SamplingParams) -> TokenStep:
+        normaliser = sampler.log_sum_exp(logits)
+        end = self.model.is_end_of_generation(token)
+        return TokenStep(token, b"" if end else self.token_piece(token), float(logits[token]) - normaliser,
+                         sampler.top_alternatives(logits, sampling.top_logprobs, normaliser), end)
+
+    def _speculative_tokens(self, prompt_ids: Sequence[int], sampling: SamplingParams,
+                            should_abort: ShouldAbort) -> Iterator[TokenStep]:
+        """Greedy decoding that verifies prompt-lookup drafts in one batch (see ``edge_runtime.speculation``)."""
+        from edge_runtime.speculation import PromptLookup
+
+        lookup = PromptLookup(prompt_ids)
+        budget = min(sampling.max_tokens, self.n_ctx - len(self.cached_tokens))
+        logits, produced = self.context.logits_row(-1), 0
+        while True:
+            step = self._step_from(logits, int(logits.argmax()), sampling)
+            yield step
+            produced += 1
+            if step.is_end_of_generation or produced >= budget or should_abort():
+                return
+            lookup.append(step.token_id)
+            draft = lookup.draft(min(budget - produced - 1, self.chunk_tokens - 1))
+            logits, accepted = yield from self._verify(step.token_id, draft, sampling, lookup)
+            produced += accepted
+            if produced >= budget or (accepted and self.model.is_end_of_generation(lookup.tokens[-1])):
+                return
+
+    def _verify(self, token: int, draft: list[int], sampling: SamplingParams, lookup):
+        """Decodes ``token`` and the draft together; yields the accepted draft tokens and returns the logits
+        for the next position and how many were accepted. Rejected positions are dropped from the KV cache."""
+        self._decode([token, *draft], all_logits=bool(draft))
+        if not draft:
+            return self.context.logits_row(-1), 0
+        accepted = 0
+        for index, guess in enumerate(draft):
+            row = self.context.logits_row(index)
+            if int(row.argmax()) != guess:
+                break
+            yield self._step_from(row, guess, sampling)
+            lookup.append(guess)
+            accepted += 1
+            if self.model.is_end_of_generation(guess):
+                break
+        lookup.record(len(draft), accepted)
+        logits = np.array(self.context.logits_row(accepted), copy=True)
+        self._rewind_to(len(self.cached_tokens) - (len(draft) - accepted))
+        return logits, accepted
 
     def grammar_constraint(self, sampling: SamplingParams):
         if not sampling.grammar:
@@ -183,7 +235,8 @@ def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int) -> tuple[
     """Checks the file in Python, then loads the model and a context for ``n_seq_max`` sequences of
     ``settings.n_ctx`` tokens each."""
     read_header(path)  # llama.cpp aborts the process on some malformed files: refuse them first
-    model = NativeModel(path, use_mmap=settings.use_mmap, n_gpu_layers=settings.n_gpu_layers)
+    model = NativeModel(path, use_mmap=settings.use_mmap, n_gpu_layers=settings.n_gpu_layers,
+                        repack_weights=not settings.speculative)
     try:
         context = NativeContext(model, n_ctx=settings.n_ctx * n_seq_max, n_batch=settings.n_batch,
                                 n_threads=settings.n_threads or default_threads(), n_seq_max=n_seq_max,

@@ -45,11 +45,14 @@ class DecodeAborted(BackendError):
 class NativeModel:
     """Owns a ``llama_model``: weights and vocabulary."""
 
-    def __init__(self, path: Path, *, use_mmap: bool, n_gpu_layers: int) -> None:
+    def __init__(self, path: Path, *, use_mmap: bool, n_gpu_layers: int, repack_weights: bool = True) -> None:
+        """``repack_weights`` lets llama.cpp reorder quantized weights for its batched CPU kernels; without it
+        a token's logits do not depend on what else is in its batch (needed for exact speculative decoding)."""
         init_backend()
         params = llama_cpp.llama_model_default_params()
-        params.use_mmap = use_mmap
+        params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
         params.n_gpu_layers = n_gpu_layers
+        params.use_extra_bufts = repack_weights
         self.pointer = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.pointer:
             raise BackendError(f"{path}: llama.cpp could not load the model")
