@@ -10,6 +10,7 @@ prefilled again.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,29 @@ from edge_runtime.caps import LoadSettings
 from edge_runtime.errors import BackendError, InvalidRequestError
 from edge_runtime.gguf_file import read_header
 from edge_runtime.results import TokenStep
+
+
+@dataclass
+class PrefixCacheStats:
+    """How much prompt the KV cache already held: reused vs prefilled tokens, and what is held now."""
+
+    reused_tokens: int = 0
+    prefilled_tokens: int = 0
+    held_tokens: int = 0
+    kv_bytes_per_token: int = 0
+
+    def count(self, reused: int, prompt_length: int) -> None:
+        self.reused_tokens += reused
+        self.prefilled_tokens += prompt_length - reused
+
+    @property
+    def hit_ratio(self) -> float:
+        total = self.reused_tokens + self.prefilled_tokens
+        return self.reused_tokens / total if total else 0.0
+
+    @property
+    def bytes_held(self) -> int:
+        return self.held_tokens * self.kv_bytes_per_token
 
 
 def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
@@ -50,6 +74,7 @@ class LlamaCppBackend:
         self.cached_tokens: list[int] = []
         self.prefix_reuse = True
         self.speculative = settings.speculative
+        self.prefix_stats = PrefixCacheStats(kv_bytes_per_token=kv_bytes_per_token(model))
         self._pieces: dict[int, bytes] = {}
         self._rng = np.random.default_rng(settings.seed)
 
@@ -105,6 +130,8 @@ class LlamaCppBackend:
             raise InvalidRequestError("cannot prefill an empty prompt")
         reusable = common_prefix_length(self.cached_tokens, prompt_ids) if self.prefix_reuse else 0
         self._rewind_to(min(reusable, len(prompt_ids) - 1))
+        self.prefix_stats.count(len(self.cached_tokens), len(prompt_ids))
+        self.prefix_stats.held_tokens = len(prompt_ids)
         self.context.set_abort(should_abort)
         try:
             for start in range(len(self.cached_tokens), len(prompt_ids), self.chunk_tokens):
@@ -229,6 +256,14 @@ class LlamaCppBackend:
         if self.owns_native:
             self.context.close()
             self.model.close()
+
+
+def kv_bytes_per_token(model: NativeModel) -> int:
+    """KV cache bytes one token occupies (f16 keys and values, every layer), from the model's metadata."""
+    from edge_runtime.gguf_file import read_header
+    from edge_runtime.plan import kv_cache_bytes
+
+    return kv_cache_bytes(read_header(model.path), 1)
 
 
 def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int) -> tuple[NativeModel, NativeContext]:

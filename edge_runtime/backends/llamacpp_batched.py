@@ -175,6 +175,7 @@ class _Scheduler:
             context.forget_from(slot.sequence, 0)
             keep = 0
         del slot.cached[keep:]
+        self.backend.scorer.prefix_stats.count(keep, len(job.prompt_ids))
         slot.job, slot.pending, slot.next_token, slot.produced = job, list(job.prompt_ids[keep:]), None, 0
 
     def _finish(self, slot: _Slot, error: Exception | None = None) -> None:
@@ -293,6 +294,13 @@ class BatchedLlamaCppBackend:
     @property
     def queue_depth(self) -> tuple[int, int]:
         return self.scheduler.depth
+
+    @property
+    def prefix_stats(self):
+        """Prefix reuse across the slots: each slot keeps its KV cache after a request ends."""
+        stats = self.scorer.prefix_stats
+        stats.held_tokens = sum(len(slot.cached) for slot in self.scheduler.slots)
+        return stats
 
     def generate_tokens(self, prompt_ids: Sequence[int], sampling: SamplingParams,
                         should_abort: ShouldAbort) -> Iterator[TokenStep]:

@@ -53,6 +53,7 @@ class NativeModel:
         params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
         params.n_gpu_layers = n_gpu_layers
         params.use_extra_bufts = repack_weights
+        self.path = path
         self.pointer = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.pointer:
             raise BackendError(f"{path}: llama.cpp could not load the model")

@@ -110,6 +110,10 @@ class EdgeServer:
         m.describe("edge_time_to_first_token_seconds", "histogram", "Time to the first streamed token, by route")
         m.describe("edge_queue_depth", "gauge", "Requests in flight and waiting")
         m.describe("edge_breaker_state", "gauge", "Circuit breaker state per provider (0 closed, 1 half-open, 2 open)")
+        m.describe("edge_prefix_cache_hit_ratio", "gauge", "Share of prompt tokens whose KV state was reused")
+        m.describe("edge_prefix_cache_bytes", "gauge", "KV cache bytes held for reusable prefixes")
+        m.gauge("edge_prefix_cache_hit_ratio", lambda: self._prefix("hit_ratio"))
+        m.gauge("edge_prefix_cache_bytes", lambda: self._prefix("bytes_held"))
         m.gauge("edge_queue_depth", self._queue_depth)
         m.gauge("edge_breaker_state", self._breaker_states)
 
@@ -121,6 +125,10 @@ class EdgeServer:
             depth[(("state", "decoding"),)] = float(decoding)
             depth[(("state", "waiting"),)] = float(waiting)
         return depth
+
+    def _prefix(self, field: str) -> dict:
+        stats = getattr(self.cascade.runtime.backend, "prefix_stats", None)
+        return {(): float(getattr(stats, field))} if stats is not None else {}
 
     def _breaker_states(self) -> dict:
         gateway = self.cascade.gateway

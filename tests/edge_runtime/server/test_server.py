@@ -100,10 +100,15 @@ def test_unknown_route_header_is_refused(raw):
 def test_models_health_and_metrics(raw, client):
     assert raw.get("/health").json()["status"] == "ok"
     assert [model.id for model in client.models.list()] == ["edge-runtime-local"]
-    client.completions.create(model="any", prompt="Hi", max_tokens=1)
+    for _ in range(2):
+        client.completions.create(model="any", prompt="Tell me about the weather in Lisbon", max_tokens=1)
     text = raw.get("/metrics").text
     assert 'edge_requests_total{endpoint="/v1/completions"' in text
     assert "edge_request_latency_seconds_bucket" in text and "edge_queue_depth" in text
+    hit_ratio = float(next(line.split()[-1] for line in text.splitlines()
+                           if line.startswith("edge_prefix_cache_hit_ratio")))
+    assert 0.0 < hit_ratio <= 1.0, "a repeated prompt must reuse its cached prefix"
+    assert "edge_prefix_cache_bytes" in text
 
 
 def test_api_key_is_required_when_configured(batched_runtime):
