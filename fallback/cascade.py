@@ -79,8 +79,11 @@ class Cascade:
     """Local runtime + policy + optional cloud gateway + optional ledger."""
 
     def __init__(self, runtime, gateway=None, policy: PolicyConfig | None = None, ledger=None,
-                 calibrator=None, commit_after_tokens: int = 8) -> None:
+                 calibrator=None, commit_after_tokens: int = 8, tracer=None) -> None:
+        from fallback.tracing import RequestTracer
+
         self.runtime, self.gateway, self.ledger, self.calibrator = runtime, gateway, ledger, calibrator
+        self.tracer = tracer or RequestTracer.from_env()
         self.policy = policy or PolicyConfig()
         self.commit_after_tokens = commit_after_tokens
 
@@ -132,14 +135,16 @@ class Cascade:
     async def complete(self, request: CascadeRequest, cancel: threading.Event | None = None) -> CascadeResult:
         """Answers one request; setting ``cancel`` stops the local leg at its next token."""
         started = time.perf_counter()
-        if request.route == "cloud":
-            leg = _LocalLeg(None, LocalOutcome(route="cloud"))
-        else:
-            leg = await asyncio.to_thread(self.run_local, request, cancel)
-        decision = decide(leg.outcome, self.policy)
-        result = await self._route(request, leg, decision)
-        result.latency_s = time.perf_counter() - started
-        self._record(request, leg, result)
+        with self.tracer.request(request) as span:
+            if request.route == "cloud":
+                leg = _LocalLeg(None, LocalOutcome(route="cloud"))
+            else:
+                leg = await asyncio.to_thread(self.run_local, request, cancel)
+            decision = decide(leg.outcome, self.policy)
+            result = await self._route(request, leg, decision)
+            result.latency_s = time.perf_counter() - started
+            self._record(request, leg, result)
+            self.tracer.finish(span, request, leg, result)
         return result
 
     async def _route(self, request: CascadeRequest, leg: _LocalLeg, decision: Decision) -> CascadeResult:

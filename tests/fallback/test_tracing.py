@@ -1,0 +1,96 @@
+"""The OpenTelemetry span tree of cascade requests, read back from the SDK's in-memory exporter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk", reason="the [otel] extra is not installed")
+
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+from fallback.cascade import Cascade, CascadeRequest  # noqa: E402
+from fallback.gateway import CloudGateway  # noqa: E402
+from fallback.policy import PolicyConfig  # noqa: E402
+from fallback.providers import GatewayConfig, ProviderConfig  # noqa: E402
+from fallback.tracing import RequestTracer  # noqa: E402
+
+SECRET_PROMPT = "Q: What is the capital of France? My card is 4111 1111 1111 1111.\nA:"
+
+
+@pytest.fixture()
+def spans():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _gateway(cloud):
+    provider = ProviderConfig(name="loopback", base_url=cloud.base_url, model="m", timeout_s=2, max_retries=1,
+                              price_input_per_mtok=1.0, price_output_per_mtok=2.0)
+    return CloudGateway(GatewayConfig(providers=[provider], overall_deadline_s=5, backoff_base_s=0.01))
+
+
+def _tree(exporter):
+    finished = exporter.get_finished_spans()
+    by_name = {}
+    for span in finished:
+        by_name.setdefault(span.name, []).append(span)
+    root = by_name["edge.request"][0]
+    for span in finished:
+        if span is not root and span.name != "edge.cloud_attempt":
+            assert span.parent is not None and span.parent.span_id == root.context.span_id, span.name
+    return by_name
+
+
+def _run(runtime, spans, threshold, cloud=None, record_text=False):
+    provider, exporter = spans
+    cascade = Cascade(runtime, _gateway(cloud) if cloud else None, PolicyConfig(threshold=threshold),
+                      tracer=RequestTracer.with_provider(provider, record_text=record_text))
+    result = asyncio.run(cascade.complete(CascadeRequest(prompt=SECRET_PROMPT, max_tokens=3)))
+    return result, _tree(exporter)
+
+
+def test_local_answer_tree(runtime, spans):
+    result, tree = _run(runtime, spans, threshold=0.0)
+    assert result.route_taken == "local"
+    local = tree["edge.local_generation"][0].attributes
+    assert local["edge.tokens_out"] == 3 and local["edge.time_to_first_token_s"] > 0
+    assert tree["edge.policy"][0].attributes["edge.reason"] == "confident"
+    assert "edge.cloud" not in tree
+    assert tree["edge.request"][0].attributes["edge.route_taken"] == "local"
+
+
+def test_escalated_answer_tree_has_attempts_and_redaction(runtime, spans):
+    from fallback.loopback_cloud import LoopbackCloud
+
+    with LoopbackCloud(answer_fn=lambda body: "Paris") as cloud:
+        cloud.enqueue_faults(["500"])
+        result, tree = _run(runtime, spans, threshold=1.0, cloud=cloud)
+    assert result.route_taken == "cloud"
+    attempts = [span.attributes for span in tree["edge.cloud_attempt"]]
+    assert [attempt.get("edge.status") for attempt in attempts] == [500, 200]
+    assert all(span.parent.span_id == tree["edge.cloud"][0].context.span_id for span in tree["edge.cloud_attempt"])
+    assert tree["edge.redaction"][0].attributes["edge.redacted_total"] >= 1
+    assert tree["edge.policy"][0].attributes["edge.reason"] == "low_confidence"
+
+
+def test_degraded_answer_tree(runtime, spans):
+    from fallback.loopback_cloud import LoopbackCloud
+
+    with LoopbackCloud(default_fault="500") as cloud:
+        result, tree = _run(runtime, spans, threshold=1.0, cloud=cloud)
+    assert result.route_taken == "local-degraded"
+    assert tree["edge.request"][0].attributes["edge.degraded_reason"]
+
+
+@pytest.mark.parametrize("record_text", [False, True])
+def test_prompt_text_is_recorded_only_when_asked(runtime, spans, record_text):
+    _run(runtime, spans, threshold=0.0, record_text=record_text)
+    everything = " ".join(str(value) for span in spans[1].get_finished_spans() for value in span.attributes.values())
+    assert ("4111 1111 1111 1111" in everything) is record_text
+    assert ("capital of France" in everything) is record_text
