@@ -19,7 +19,7 @@ $(VENV)/.core: pyproject.toml
 
 $(VENV)/.all: $(VENV)/.core
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[server,plots,onnx,otel,test]'
+	$(PIP) install -q -e '.[server,plots,onnx,convert,otel,test]'
 	touch $@
 
 install: $(VENV)/.core

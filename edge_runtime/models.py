@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,18 +120,41 @@ def detect_format(path: Path) -> str:
 
 
 def _from_manifest(path: Path, caps: Caps, n_ctx: int) -> ResolvedModel:
-    from converters.manifest import choose_build
+    """The best accepted build of a converter manifest that fits the memory budget."""
+    try:
+        from converters.choose import choose_build
+        from converters.errors import ConversionError
+    except ImportError as exc:
+        raise ModelFileError(path, "a manifest needs the converters package") from exc
     from edge_runtime.backends import BACKENDS
 
-    model_format, build_path = choose_build(path, list(BACKENDS), caps.memory_budget_bytes)
+    budget = caps.memory_budget_bytes if caps.memory_budget_bytes is not None else 1 << 62
+    try:
+        model_format, build_path = choose_build(path, list(BACKENDS), budget)
+    except ConversionError as exc:
+        raise ModelFileError(path, str(exc)) from exc
     return ResolvedModel(model_format, Path(build_path))
 
 
-def resolve_model(model: str | os.PathLike | None, *, caps: Caps | None = None, n_ctx: int = 2048) -> ResolvedModel:
-    """The bundled default for None, the best fitting build for a ``manifest.json``, else the path itself."""
+def require_inside(path: Path, allowed_dirs: Sequence[str | os.PathLike]) -> None:
+    """Refuses ``path`` unless it lies in one of ``allowed_dirs`` once ``..`` and symbolic links are resolved."""
+    real = path.resolve()
+    folders = [Path(folder).expanduser().resolve() for folder in allowed_dirs]
+    if not any(real.is_relative_to(folder) for folder in folders):
+        raise ModelFileError(path, f"outside the allowed model folders ({', '.join(map(str, folders))})")
+
+
+def resolve_model(model: str | os.PathLike | None, *, caps: Caps | None = None, n_ctx: int = 2048,
+                  allowed_dirs: Sequence[str | os.PathLike] | None = None) -> ResolvedModel:
+    """The bundled default for None, the best fitting build for a ``manifest.json``, else the path itself.
+
+    Give ``allowed_dirs`` when the path comes from outside (a request, a config a user can edit): a path that
+    resolves outside those folders is refused with ``ModelFileError`` before anything is opened."""
     if model is None or str(model) in ("", "default", BUNDLED_NAME):
         return ResolvedModel("gguf", bundled_model_path())
     path = Path(model).expanduser()
+    if allowed_dirs is not None:
+        require_inside(path, allowed_dirs)
     if not path.exists():
         raise ModelFileError(path, "no such file")
     if path.is_file() and path.suffix == ".json":

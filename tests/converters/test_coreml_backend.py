@@ -1,0 +1,45 @@
+"""edge_runtime.backends.coreml: refuses to load off macOS with the reason; predicts on macOS.
+
+(Kept beside the converter tests because the macOS test needs their tiny builds.)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from edge_runtime.backends import backend_class
+from edge_runtime.backends.base import SamplingParams
+from edge_runtime.backends.coreml import CoreMLBackend, causal_mask
+from edge_runtime.caps import LoadSettings
+from edge_runtime.errors import BackendUnavailableError
+
+ON_MACOS = sys.platform == "darwin"
+
+
+@pytest.mark.skipif(ON_MACOS, reason="checks the refusal on platforms without Core ML")
+def test_load_off_macos_says_why(tmp_path):
+    with pytest.raises(BackendUnavailableError, match="needs macOS"):
+        backend_class("coreml").load(tmp_path, LoadSettings())
+
+
+def test_causal_mask_shape_and_values():
+    mask = causal_mask(past_length=2, length=2)
+    assert mask.shape == (1, 1, 2, 4) and mask.dtype == np.float16
+    assert (mask[0, 0] == 0).tolist() == [[True, True, True, False], [True, True, True, True]]
+
+
+@pytest.mark.macos
+@pytest.mark.skipif(not ON_MACOS, reason="Core ML prediction needs macOS 15 or later")
+def test_prediction_matches_the_torch_reference(tiny):
+    from converters import coreml as coreml_target
+    from converters.model import greedy_tokens
+
+    entry, _ = coreml_target.build(tiny.source("gemma3"), "fp16", tiny.root / "mac-coreml", tiny.root / "work-gemma3",
+                                   max_context=64)
+    backend = CoreMLBackend.load(entry, LoadSettings(n_ctx=64))
+    ids = backend.tokenize("The quick brown fox")
+    steps = list(backend.generate_tokens(ids, SamplingParams(max_tokens=6), lambda: False))
+    assert [s.token_id for s in steps] == greedy_tokens(tiny.source("gemma3").reference_model(), ids, 6)
