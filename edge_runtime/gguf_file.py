@@ -7,6 +7,7 @@ the file. The metadata it returns (layers, heads, context length) feeds the fit 
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import struct
@@ -164,6 +165,14 @@ def _check_tensor_extents(header: GGUFHeader) -> None:
                                               f"file has {header.file_bytes:,} bytes")
 
 
+def _alignment(path: Path, metadata: dict[str, object]) -> int:
+    """``general.alignment``: a power of two, as llama.cpp requires (a string or array is not one)."""
+    value = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value & (value - 1):
+        raise ModelFileError(path, f"general.alignment must be a power of two, got {value!r}")
+    return value
+
+
 def _parse(buffer: mmap.mmap | bytes, path: Path, file_bytes: int) -> GGUFHeader:
     cursor = _Cursor(buffer, path)
     if cursor.take(4) != GGUF_MAGIC:
@@ -179,7 +188,7 @@ def _parse(buffer: mmap.mmap | bytes, path: Path, file_bytes: int) -> GGUFHeader
         metadata[key] = _read_value(cursor, cursor.scalar("<I"))
     header = GGUFHeader(path, file_bytes, version, metadata)
     header.tensors = [_read_tensor_info(cursor) for _ in range(tensor_count)]
-    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT) or DEFAULT_ALIGNMENT)
+    alignment = _alignment(path, metadata)
     header.data_offset = -(-cursor.position // alignment) * alignment
     _check_tensor_extents(header)
     return header
@@ -200,8 +209,18 @@ def check_model_path(path: str | os.PathLike) -> Path:
 
 
 def read_header(path: str | os.PathLike) -> GGUFHeader:
-    """Parses and checks the header of a GGUF file; raises ``ModelFileError`` on anything unusable."""
+    """Parses and checks the header of a GGUF file; raises ``ModelFileError`` on anything unusable.
+
+    A parse (about 0.2 s for a 262,144-token vocabulary) is remembered per file identity (device, inode,
+    size, modification time), so the fit plan and the backend do not pay for it twice; a file that changes
+    is parsed again."""
     resolved = check_model_path(path)
+    stat = resolved.stat()
+    return _read_header_cached(resolved, (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_header_cached(resolved: Path, identity: tuple) -> GGUFHeader:
     try:
         with open(resolved, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
             return _parse(buffer, resolved, len(buffer))

@@ -47,6 +47,7 @@ class Runtime:
     def __init__(self, backend: Backend, model: ResolvedModel, caps: Caps, load_s: float) -> None:
         self.backend, self.model, self.caps, self.load_s = backend, model, caps, load_s
         self._lock = threading.Lock()
+        self._holder: tuple[int, GenerationStream | None] | None = None
 
     @classmethod
     def load(cls, model: str | Path | None = None, *, caps: Caps | None = None,
@@ -111,21 +112,47 @@ class Runtime:
 
     def _run(self, stream: GenerationStream, prompt_ids: list[int], sampling: SamplingParams,
              stops: tuple[str, ...], deadlines: Deadlines, dropped: int, notes: list[str]) -> Iterator[StreamEvent]:
-        with self._exclusive():
+        with self._exclusive(stream):
             record = _Recorder(self, prompt_ids, deadlines, dropped, notes)
             steps = self.backend.generate_tokens(prompt_ids, sampling, deadlines.expired)
             try:
                 yield from record.events(steps, StopScanner(stops))
             except GeneratorExit:
                 record.finish_reason = "cancelled"
+                if getattr(stream, "notes_on_cancel", None):
+                    record.notes.append(stream.notes_on_cancel)
                 raise
             finally:
                 steps.close()
                 stream.result = record.result()
 
-    def _exclusive(self):
-        """The runtime's lock, unless the backend serves concurrent requests itself (batched llama.cpp)."""
-        return contextlib.nullcontext() if getattr(self.backend, "concurrent", False) else self._lock
+    @contextlib.contextmanager
+    def _exclusive(self, stream: GenerationStream | None = None):
+        """Holds the runtime for one generation or scoring (not needed by a batching backend).
+
+        A stream holds the runtime while it is iterated. If this thread left an earlier stream suspended
+        half-way and starts another request, the earlier stream is cancelled (it would otherwise hold the lock
+        forever and deadlock its own thread); requests from other threads wait their turn.
+        """
+        if getattr(self.backend, "concurrent", False):
+            yield
+            return
+        self._preempt_own_suspended_stream()
+        with self._lock:
+            self._holder = (threading.get_ident(), stream)
+            try:
+                yield
+            finally:
+                self._holder = None
+
+    def _preempt_own_suspended_stream(self) -> None:
+        holder = self._holder
+        if holder is None or holder[0] != threading.get_ident() or holder[1] is None:
+            return
+        events = holder[1]._events
+        if not events.gi_running:
+            holder[1].notes_on_cancel = "cancelled: a newer request on this runtime started in the same thread"
+            events.close()
 
     # -- label scoring -------------------------------------------------------------------------------------
     def score_choices(self, prompt: str, choices: Sequence[str], *, separator: str = " ") -> ChoiceScores:
@@ -137,7 +164,7 @@ class Runtime:
         if not choices or not all(isinstance(choice, str) and choice for choice in choices):
             raise InvalidRequestError("choices must be a non-empty list of non-empty strings")
         text = checks.prompt_text(prompt)
-        with self._lock:
+        with self._exclusive():
             full = [self.backend.tokenize(text + separator + choice) for choice in choices]
             shared = min(_common_length(full[0], ids) for ids in full)
             shared = min(shared, min(len(ids) for ids in full) - 1)
@@ -151,7 +178,7 @@ class Runtime:
                             [len(values) for values in logprobs])
 
     def close(self) -> None:
-        with self._lock:
+        with self._exclusive():
             self.backend.close()
 
     def __enter__(self) -> "Runtime":

@@ -210,3 +210,12 @@ def test_a_closed_runtime_refuses_instead_of_crashing(bundled_path):
     closed.close()
     with pytest.raises(BackendError, match="closed"):
         closed.generate("hello", max_tokens=2)
+
+
+def test_a_stream_left_half_way_does_not_deadlock_its_thread(runtime):
+    abandoned = runtime.stream("Once upon a time", max_tokens=50)
+    next(iter(abandoned))
+    finished = runtime.generate(CAPITALS, max_tokens=3, total_deadline_s=30)
+    assert finished.usage.completion_tokens == 3
+    assert abandoned.result.finish_reason == "cancelled" and abandoned.result.usage.completion_tokens >= 1
+    assert any("newer request" in note for note in abandoned.result.notes)
