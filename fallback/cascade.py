@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from edge_runtime.errors import EdgeRuntimeError, InvalidRequestError, PromptTooLongError
-from fallback.errors import FallbackError
+from fallback.errors import FallbackError, PrivacyRefusalError
 from fallback.policy import Decision, LocalOutcome, PolicyConfig, decide, stop_early
 from fallback.validity import check_output
 
@@ -135,6 +135,7 @@ class Cascade:
     async def complete(self, request: CascadeRequest, cancel: threading.Event | None = None) -> CascadeResult:
         """Answers one request; setting ``cancel`` stops the local leg at its next token."""
         started = time.perf_counter()
+        _refuse_contradiction(request)
         with self.tracer.request(request) as span:
             if request.route == "cloud":
                 leg = _LocalLeg(None, LocalOutcome(route="cloud"))
@@ -149,9 +150,14 @@ class Cascade:
 
     async def _route(self, request: CascadeRequest, leg: _LocalLeg, decision: Decision) -> CascadeResult:
         if not decision.escalate:
+            if leg.result is None:  # forced local, and the local leg failed: nothing to return
+                _refuse_unanswerable(leg.outcome, "the request is forced to the local model")
+                raise CloudUnavailableError(f"the local model could not answer ({leg.outcome.error}) and the "
+                                            f"request is forced to the local model")
             return self._local_result(leg, decision, "local")
         if self.gateway is None or request.never_send:
             why = "request is tagged never_send" if request.never_send else "no cloud is configured"
+            _refuse_unanswerable(leg.outcome, why)
             return self._degraded(leg, decision, why)
         try:
             cloud = await self.gateway.complete(self._cloud_request(request))
@@ -189,6 +195,7 @@ class Cascade:
 
         The route is known when this returns, so a server can put it in response headers."""
         started = time.perf_counter()
+        _refuse_contradiction(request)
         if request.route == "cloud":
             leg = _LocalLeg(None, LocalOutcome(route="cloud"))
             return CascadeStream("cloud", self._stream_cloud(request, leg, decide(leg.outcome, self.policy), started))
@@ -199,6 +206,11 @@ class Cascade:
             bridge.cancel()
             leg = bridge.leg(stopped_early=True)
             return CascadeStream("cloud", self._stream_cloud(request, leg, decide(leg.outcome, self.policy), started))
+        if bridge.failed():  # say so before any header is sent, not in-band after a 200
+            leg = bridge.leg()
+            _refuse_unanswerable(leg.outcome, "request is tagged never_send" if request.never_send else
+                                 "the cloud is not configured or not asked for")
+            raise CloudUnavailableError(f"the local model could not answer: {leg.outcome.error}")
         return CascadeStream("local", self._stream_local(request, bridge, held, started))
 
     async def _stream_local(self, request, bridge, held, started) -> AsyncIterator[object]:
@@ -287,6 +299,19 @@ class CloudUnavailableError(FallbackError):
     """Neither leg could answer: the local model failed and the cloud is unavailable or not configured."""
 
 
+def _refuse_contradiction(request: CascadeRequest) -> None:
+    """A request forced to the cloud and tagged never_send can never be answered: the caller's mistake."""
+    if request.route == "cloud" and request.never_send:
+        raise PrivacyRefusalError("the request asks for the cloud (X-Edge-Route: cloud) and is tagged never_send; "
+                                  "nothing was sent")
+
+
+def _refuse_unanswerable(outcome: LocalOutcome, why: str) -> None:
+    """An input too long for the local model, with no cloud to take it, is refused as the caller's error."""
+    if outcome.input_too_long:
+        raise InvalidRequestError(f"{outcome.error}: too long for the local model, and {why}")
+
+
 class _LocalStreamBridge:
     """Runs the local stream in a thread and hands its pieces to the event loop through a queue."""
 
@@ -359,6 +384,10 @@ class _LocalStreamBridge:
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+    def failed(self) -> bool:
+        """True when the local leg already ended without an answer (known once ``hold`` returned)."""
+        return self._leg is not None and self._leg.result is None
 
     def leg(self, stopped_early: bool = False) -> _LocalLeg:
         self.thread.join(timeout=60)
