@@ -21,6 +21,7 @@ from edge_runtime.chat import render_chat
 from edge_runtime.deadlines import Deadlines
 from edge_runtime.errors import InvalidRequestError, PromptTooLongError
 from edge_runtime.models import ResolvedModel, resolve_model
+from edge_runtime.prefix import common_prefix_length
 from edge_runtime.results import (ChoiceScores, GenerationResult, StreamEvent, Timings, TokenLogprob, TopLogprob,
                                   Usage)
 from edge_runtime.stopping import StopScanner
@@ -166,7 +167,7 @@ class Runtime:
         text = checks.prompt_text(prompt)
         with self._exclusive():
             full = [self.backend.tokenize(text + separator + choice) for choice in choices]
-            shared = min(_common_length(full[0], ids) for ids in full)
+            shared = min(common_prefix_length(full[0], ids) for ids in full)
             shared = min(shared, min(len(ids) for ids in full) - 1)
             if shared < 1:
                 raise InvalidRequestError("choices must differ from the prompt by at least one token")
@@ -186,15 +187,6 @@ class Runtime:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
-    length = 0
-    for left, right in zip(first, second):
-        if left != right:
-            break
-        length += 1
-    return length
 
 
 class _Recorder:

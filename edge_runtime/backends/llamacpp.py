@@ -22,6 +22,7 @@ from edge_runtime.backends.llamacpp_native import (DecodeAborted, NativeBatch, N
 from edge_runtime.caps import LoadSettings
 from edge_runtime.errors import BackendError, InvalidRequestError
 from edge_runtime.gguf_file import read_header
+from edge_runtime.prefix import common_prefix_length
 from edge_runtime.results import TokenStep
 
 
@@ -46,15 +47,6 @@ class PrefixCacheStats:
     @property
     def bytes_held(self) -> int:
         return self.held_tokens * self.kv_bytes_per_token
-
-
-def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
-    length = 0
-    for left, right in zip(first, second):
-        if left != right:
-            break
-        length += 1
-    return length
 
 
 class LlamaCppBackend:

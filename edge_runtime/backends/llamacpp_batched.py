@@ -22,7 +22,8 @@ import numpy as np
 
 from edge_runtime import sampling as sampler
 from edge_runtime.backends.base import SamplingParams, ShouldAbort
-from edge_runtime.backends.llamacpp import LlamaCppBackend, common_prefix_length, open_native
+from edge_runtime.backends.llamacpp import LlamaCppBackend, open_native
+from edge_runtime.prefix import common_prefix_length
 from edge_runtime.backends.llamacpp_native import NativeBatch, NativeContext, NativeModel
 from edge_runtime.caps import LoadSettings
 from edge_runtime.errors import BackendError, CapExceededError, InvalidRequestError
