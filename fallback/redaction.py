@@ -352,6 +352,25 @@ def _redact_content(message: dict[str, Any], redactor: Redactor) -> None:
     if isinstance(content, str):
         message["content"] = redactor.redact(content)
     elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                part["text"] = redactor.redact(part["text"])
+        message["content"] = _redact_parts(content, redactor)
+
+
+def _is_text_part(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+
+
+def _redact_parts(parts: list[Any], redactor: Redactor) -> list[Any]:
+    """Consecutive text parts are joined into one before redaction, so a value split across parts cannot
+    slip through as two harmless-looking halves; other parts keep their place."""
+    merged: list[Any] = []
+    texts: list[str] = []
+    for part in [*parts, None]:
+        if part is not None and _is_text_part(part):
+            texts.append(part["text"])
+            continue
+        if texts:
+            merged.append({"type": "text", "text": redactor.redact("".join(texts))})
+            texts = []
+        if part is not None:
+            merged.append(part)
+    return merged

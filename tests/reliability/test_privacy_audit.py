@@ -256,8 +256,6 @@ def test_low_confidence_escalation_from_the_real_model_is_redacted(runtime, faul
     _assert_logs_hold_no_prompt_text(captured_logs, prompts)
 
 
-@pytest.mark.xfail(strict=True, reason="redaction looks at each text part alone: a value split across two parts "
-                                       "of one message passes in two harmless-looking halves")
 def test_a_value_split_across_text_parts_is_redacted():
     from fallback.redaction import redact_messages
 
