@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from edge_runtime.errors import EdgeRuntimeError, InvalidRequestError, PromptTooLongError
 from fallback.errors import FallbackError, PrivacyRefusalError
-from fallback.policy import Decision, LocalOutcome, PolicyConfig, decide, stop_early
+from fallback.policy import Decision, LocalOutcome, PolicyConfig, Reason, decide, stop_early
 from fallback.validity import check_output
 
 
@@ -198,14 +198,13 @@ class Cascade:
         _refuse_contradiction(request)
         if request.route == "cloud":
             leg = _LocalLeg(None, LocalOutcome(route="cloud"))
-            return CascadeStream("cloud", self._stream_cloud(request, leg, decide(leg.outcome, self.policy), started))
+            cloud = self._stream_cloud(request, lambda: (leg, decide(leg.outcome, self.policy)), started)
+            return CascadeStream("cloud", await _primed(cloud))  # a cloud that fails says so before headers
         bridge = _LocalStreamBridge(self, request)
         held = await bridge.hold(self.commit_after_tokens)
         wants_cloud = bridge.escalate_early and request.route == "auto"
         if wants_cloud and self.gateway is not None and not request.never_send:
-            bridge.cancel()
-            leg = bridge.leg(stopped_early=True)
-            return CascadeStream("cloud", self._stream_cloud(request, leg, decide(leg.outcome, self.policy), started))
+            return await self._escalate_stream(request, bridge, held, started)
         if bridge.failed():  # say so before any header is sent, not in-band after a 200
             leg = bridge.leg()
             _refuse_unanswerable(leg.outcome, "request is tagged never_send" if request.never_send else
@@ -213,7 +212,25 @@ class Cascade:
             raise CloudUnavailableError(f"the local model could not answer: {leg.outcome.error}")
         return CascadeStream("local", self._stream_local(request, bridge, held, started))
 
-    async def _stream_local(self, request, bridge, held, started) -> AsyncIterator[object]:
+    async def _escalate_stream(self, request, bridge, held, started) -> "CascadeStream":
+        """Tries the cloud up to its first chunk while the local leg keeps going; the local answer streams
+        (marked local-degraded) if the cloud fails before anything was sent."""
+        cloud = self._stream_cloud(request, lambda: self._early_leg(bridge), started)
+        try:
+            primed = await _primed(cloud)
+        except FallbackError as exc:
+            if bridge.failed():
+                raise
+            return CascadeStream("local-degraded", self._stream_local(request, bridge, held, started,
+                                                                      degraded=f"{type(exc).__name__}: {exc}"))
+        bridge.cancel()
+        return CascadeStream("cloud", primed)
+
+    def _early_leg(self, bridge) -> tuple[_LocalLeg, Decision]:
+        leg = bridge.leg(stopped_early=True)
+        return leg, decide(leg.outcome, self.policy)
+
+    async def _stream_local(self, request, bridge, held, started, degraded: str | None = None) -> AsyncIterator[object]:
         try:
             for piece in held:
                 yield piece
@@ -226,12 +243,17 @@ class Cascade:
             raise CloudUnavailableError(f"the local model could not answer: {leg.outcome.error}")
         decision = decide(leg.outcome, self.policy)
         why = "the answer was already streaming when the policy asked for the cloud" if decision.escalate else None
+        if degraded:
+            decision, why = Decision(True, Reason.EARLY_LOW_CONFIDENCE, "running confidence fell below the floor"), \
+                f"the cloud failed before answering: {degraded}"
         result = self._local_result(leg, decision, "local-degraded" if decision.escalate else "local", why)
         result.latency_s = time.perf_counter() - started
         self._record(request, leg, result)
         yield result
 
-    async def _stream_cloud(self, request, leg, decision, started) -> AsyncIterator[object]:
+    async def _stream_cloud(self, request, leg_and_decision, started) -> AsyncIterator[object]:
+        """The cloud's pieces, then its ``CascadeResult``; ``leg_and_decision()`` gives what the local leg did
+        (read at the end, once the local leg has stopped)."""
         if self.gateway is None:
             raise CloudUnavailableError("the request asked for the cloud and no cloud is configured")
         texts, response = [], None
@@ -241,6 +263,7 @@ class Cascade:
                 yield StreamPiece(chunk.text, None)
             response = chunk.response or response
         usage = response.usage if response is not None else None
+        leg, decision = leg_and_decision()
         result = CascadeResult("cloud", decision, "".join(texts),
                                (response.finish_reason if response else None) or "stop",
                                usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
@@ -293,6 +316,19 @@ class CascadeStream:
 
     route: str
     items: AsyncIterator[object]
+
+
+async def _primed(items: AsyncIterator[object]) -> AsyncIterator[object]:
+    """Runs ``items`` up to its first item now (so its failure can still become an HTTP status), then
+    replays that item and the rest."""
+    first = await items.__anext__()
+
+    async def replay() -> AsyncIterator[object]:
+        yield first
+        async for item in items:
+            yield item
+
+    return replay()
 
 
 class CloudUnavailableError(FallbackError):

@@ -102,12 +102,8 @@ class _FailingBackend(TinyBackend):
         yield  # pragma: no cover - makes this a generator
 
 
-IN_BAND = pytest.mark.xfail(strict=True, reason="a forced-cloud stream sends 200 headers before the cloud is tried "
-                                                "(docs/reliability.md, gap 3)")
-
-
 @pytest.mark.parametrize("route, stream", [("local", False), ("local", True), ("auto", False), ("auto", True),
-                                           ("cloud", False), pytest.param("cloud", True, marks=IN_BAND)])
+                                           ("cloud", False), ("cloud", True)])
 def test_a_failing_local_model_is_an_error_object_on_every_route(route, stream):
     """Found by the 10k run: a local failure with ``X-Edge-Route: local`` crashed the request (AttributeError)."""
     from edge_runtime.caps import Caps
