@@ -12,17 +12,15 @@ forward step; ``OnnxBackend`` adds the tokenizer, the cache and the decode loop.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from edge_runtime import sampling as sampler
-from edge_runtime.backends.base import SamplingParams, ShouldAbort
+from edge_runtime.backends.cached_decoder import CachedDecoderBackend
 from edge_runtime.backends.json_tokenizer import JsonTokenizer, read_edge_metadata
 from edge_runtime.caps import LoadSettings
-from edge_runtime.errors import BackendError, BackendUnavailableError, InvalidRequestError, ModelFileError
-from edge_runtime.results import TokenStep
+from edge_runtime.errors import BackendError, BackendUnavailableError, ModelFileError
 
 PREFILL_CHUNK_TOKENS = 256
 MODEL_FILE = "model.onnx"
@@ -91,20 +89,18 @@ class OnnxDecoderSession:
         self.session = None
 
 
-class OnnxBackend:
+class OnnxBackend(CachedDecoderBackend):
     """One ONNX build with a single-sequence numpy KV cache."""
 
     format = "onnx"
+    prefill_chunk_tokens = PREFILL_CHUNK_TOKENS
 
     def __init__(self, session: OnnxDecoderSession, tokenizer: JsonTokenizer, metadata: dict,
                  settings: LoadSettings) -> None:
-        self.session, self.tokenizer, self.metadata = session, tokenizer, metadata
-        self.n_ctx = min(settings.n_ctx, int(metadata["config"]["context_length"]))
-        self.n_vocab = int(metadata["config"]["vocab_size"])
-        self.cached_tokens: list[int] = []
+        super().__init__(tokenizer, metadata, min(settings.n_ctx, int(metadata["config"]["context_length"])),
+                         settings.seed)
+        self.session = session
         self.past = session.empty_past()
-        self.last_logits: np.ndarray | None = None
-        self._rng = np.random.default_rng(settings.seed)
 
     @classmethod
     def load(cls, path: Path, settings: LoadSettings) -> OnnxBackend:
@@ -114,81 +110,13 @@ class OnnxBackend:
         session = OnnxDecoderSession(model, settings.n_threads or os.cpu_count() or 1)
         return cls(session, tokenizer, metadata, settings)
 
-    # -- vocabulary ----------------------------------------------------------------------------------------
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        return self.tokenizer.tokenize(text, add_special)
-
-    def token_piece(self, token_id: int) -> bytes:
-        return self.tokenizer.token_piece(token_id)
-
-    def chat_template(self) -> str | None:
-        return self.metadata.get("chat_template")
-
-    def special_tokens(self) -> tuple[str, str]:
-        eos = min(self.tokenizer.eos_token_ids, default=None)
-        return self.tokenizer.text_of(self.tokenizer.bos_token_id), self.tokenizer.text_of(eos)
-
-    # -- KV cache ------------------------------------------------------------------------------------------
     def _rewind_to(self, keep: int) -> None:
         self.past = [array[:, :, :keep] for array in self.past]
         del self.cached_tokens[keep:]
 
-    def _decode(self, tokens: list[int]) -> np.ndarray:
-        if len(self.cached_tokens) + len(tokens) > self.n_ctx:
-            raise InvalidRequestError(f"{len(self.cached_tokens) + len(tokens):,} tokens do not fit the "
-                                      f"context of {self.n_ctx:,}")
+    def _forward(self, tokens: list[int]) -> np.ndarray:
         logits, self.past = self.session.forward(tokens, self.past)
-        self.cached_tokens.extend(tokens)
-        self.last_logits = logits[-1]
         return logits
-
-    def prefill(self, prompt_ids: Sequence[int], should_abort: ShouldAbort) -> bool:
-        """Brings the cache to ``prompt_ids`` with logits for the last one; False if aborted."""
-        if not prompt_ids:
-            raise InvalidRequestError("cannot prefill an empty prompt")
-        shared = 0
-        for cached, wanted in zip(self.cached_tokens, prompt_ids):
-            if cached != wanted:
-                break
-            shared += 1
-        self._rewind_to(min(shared, len(prompt_ids) - 1))
-        for start in range(len(self.cached_tokens), len(prompt_ids), PREFILL_CHUNK_TOKENS):
-            if should_abort():
-                return False
-            self._decode(list(prompt_ids[start:start + PREFILL_CHUNK_TOKENS]))
-        return True
-
-    # -- generation ----------------------------------------------------------------------------------------
-    def generate_tokens(self, prompt_ids: Sequence[int], sampling: SamplingParams,
-                        should_abort: ShouldAbort) -> Iterator[TokenStep]:
-        if not self.prefill(prompt_ids, should_abort):
-            return
-        rng = self._rng if sampling.seed is None else np.random.default_rng(sampling.seed)
-        budget = min(sampling.max_tokens, self.n_ctx - len(self.cached_tokens))
-        for produced in range(budget):
-            token, logprob, top = sampler.step(self.last_logits, sampling, rng)
-            end = token in self.tokenizer.eos_token_ids
-            yield TokenStep(token, b"" if end else self.token_piece(token), logprob, top, end)
-            if end or produced == budget - 1 or should_abort():
-                return
-            self._decode([token])
-
-    def score_continuations(self, prefix_ids: Sequence[int],
-                            continuations: Sequence[Sequence[int]]) -> list[list[float]]:
-        self.prefill(prefix_ids, lambda: False)
-        first_row, prefix_length = self.last_logits.copy(), len(self.cached_tokens)
-        first_normaliser = sampler.log_sum_exp(first_row)
-        scores = []
-        for continuation in continuations:
-            continuation = list(continuation)
-            rest = []
-            if len(continuation) > 1:
-                rows = self._decode(continuation[:-1])
-                rest = [float(row[token]) - sampler.log_sum_exp(row) for row, token in zip(rows, continuation[1:])]
-                self._rewind_to(prefix_length)
-            scores.append([float(first_row[continuation[0]]) - first_normaliser, *rest])
-        self.last_logits = first_row
-        return scores
 
     def close(self) -> None:
         self.session.close()

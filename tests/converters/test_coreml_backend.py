@@ -43,3 +43,40 @@ def test_prediction_matches_the_torch_reference(tiny):
     ids = backend.tokenize("The quick brown fox")
     steps = list(backend.generate_tokens(ids, SamplingParams(max_tokens=6), lambda: False))
     assert [s.token_id for s in steps] == greedy_tokens(tiny.source("gemma3").reference_model(), ids, 6)
+
+
+class _CountingModel:
+    """Stands in for MLModel on Linux (pure bookkeeping test): the next token is (last input token + 1) % 8,
+    and it records the past length each call's mask encodes."""
+
+    def __init__(self):
+        self.past_lengths = []
+
+    def make_state(self):
+        return object()
+
+    def predict(self, inputs, state):
+        tokens = inputs["inputIds"][0]
+        mask = inputs["causalMask"]
+        self.past_lengths.append(int(mask.shape[-1]) - len(tokens))
+        logits = np.full((1, len(tokens), 8), -5.0, dtype=np.float32)
+        logits[0, np.arange(len(tokens)), (tokens + 1) % 8] = 5.0
+        return {"logits": logits}
+
+
+class _Tokenizer:
+    eos_token_ids = {7}
+
+
+def test_shared_decode_loop_tracks_the_core_ml_cache():
+    from edge_runtime.backends.base import SamplingParams
+
+    model = _CountingModel()
+    backend = CoreMLBackend(model, _Tokenizer(), {"config": {"vocab_size": 8}, "max_context": 64}, LoadSettings())
+    backend.token_piece = lambda token: bytes([48 + token])
+    steps = list(backend.generate_tokens([1, 2, 3], SamplingParams(max_tokens=10), lambda: False))
+    assert [step.token_id for step in steps] == [4, 5, 6, 7] and steps[-1].is_end_of_generation
+    assert model.past_lengths == [0, 3, 4, 5]
+    scores = backend.score_continuations([1, 2, 3], [[4, 5], [0]])
+    assert scores[0][0] > -0.01 and scores[0][1] > -0.01 and scores[1][0] < -9
+    assert backend.cached_tokens == [1, 2, 3]
