@@ -142,7 +142,11 @@ class Cascade:
             else:
                 leg = await asyncio.to_thread(self.run_local, request, cancel)
             decision = decide(leg.outcome, self.policy)
-            result = await self._route(request, leg, decision)
+            try:
+                result = await self._route(request, leg, decision)
+            except FallbackError as exc:
+                self._record_failure(request, leg, decision, exc, span)
+                raise
             result.latency_s = time.perf_counter() - started
             self._record(request, leg, result)
             self.tracer.finish(span, request, leg, result)
@@ -195,33 +199,71 @@ class Cascade:
 
         The route is known when this returns, so a server can put it in response headers."""
         started = time.perf_counter()
+        span = self.tracer.start(request, stream=True)
+        try:
+            opened = await self._open_stream(request, span, started)
+        except BaseException as exc:
+            self.tracer.fail(span, exc)
+            self.tracer.end(span)
+            raise
+        if span is None:
+            return opened
+        return CascadeStream(opened.route, self._traced(span, opened.items, started))
+
+    async def _traced(self, span, items: AsyncIterator[object], started: float) -> AsyncIterator[object]:
+        """``items`` as they are, ending the request's span when the stream ends, fails or is abandoned."""
+        waiting_for_first = True
+        try:
+            async for item in items:
+                if waiting_for_first and isinstance(item, StreamPiece):
+                    self.tracer.first_chunk(span, time.perf_counter() - started)
+                    waiting_for_first = False
+                yield item
+        except (GeneratorExit, asyncio.CancelledError):
+            self.tracer.cancelled(span)
+            raise
+        except Exception as exc:
+            self.tracer.fail(span, exc)
+            raise
+        finally:
+            self.tracer.end(span)
+
+    async def _open_stream(self, request: CascadeRequest, span, started: float) -> "CascadeStream":
         _refuse_contradiction(request)
         if request.route == "cloud":
             leg = _LocalLeg(None, LocalOutcome(route="cloud"))
-            cloud = self._stream_cloud(request, lambda: (leg, decide(leg.outcome, self.policy)), started)
-            return CascadeStream("cloud", await _primed(cloud))  # a cloud that fails says so before headers
+            decision = decide(leg.outcome, self.policy)
+            cloud = self._stream_cloud(request, lambda: (leg, decision), started, span)
+            try:
+                return CascadeStream("cloud", await _primed(cloud))  # a cloud that fails says so before headers
+            except FallbackError as exc:
+                self._record_failure(request, leg, decision, exc, span)
+                raise
         bridge = _LocalStreamBridge(self, request)
         held = await bridge.hold(self.commit_after_tokens)
         wants_cloud = bridge.escalate_early and request.route == "auto"
         if wants_cloud and self.gateway is not None and not request.never_send:
-            return await self._escalate_stream(request, bridge, held, started)
+            return await self._escalate_stream(request, bridge, held, started, span)
         if bridge.failed():  # say so before any header is sent, not in-band after a 200
             leg = bridge.leg()
             _refuse_unanswerable(leg.outcome, "request is tagged never_send" if request.never_send else
                                  "the cloud is not configured or not asked for")
-            raise CloudUnavailableError(f"the local model could not answer: {leg.outcome.error}")
-        return CascadeStream("local", self._stream_local(request, bridge, held, started))
+            error = CloudUnavailableError(f"the local model could not answer: {leg.outcome.error}")
+            self._record_failure(request, leg, decide(leg.outcome, self.policy), error, span)
+            raise error
+        return CascadeStream("local", self._stream_local(request, bridge, held, started, span))
 
-    async def _escalate_stream(self, request, bridge, held, started) -> "CascadeStream":
+    async def _escalate_stream(self, request, bridge, held, started, span) -> "CascadeStream":
         """Tries the cloud up to its first chunk while the local leg keeps going; the local answer streams
         (marked local-degraded) if the cloud fails before anything was sent."""
-        cloud = self._stream_cloud(request, lambda: self._early_leg(bridge), started)
+        cloud = self._stream_cloud(request, lambda: self._early_leg(bridge), started, span)
         try:
             primed = await _primed(cloud)
         except FallbackError as exc:
             if bridge.failed():
+                self._record_failure(request, *self._early_leg(bridge), exc, span)
                 raise
-            return CascadeStream("local-degraded", self._stream_local(request, bridge, held, started,
+            return CascadeStream("local-degraded", self._stream_local(request, bridge, held, started, span,
                                                                       degraded=f"{type(exc).__name__}: {exc}"))
         bridge.cancel()
         return CascadeStream("cloud", primed)
@@ -230,7 +272,8 @@ class Cascade:
         leg = bridge.leg(stopped_early=True)
         return leg, decide(leg.outcome, self.policy)
 
-    async def _stream_local(self, request, bridge, held, started, degraded: str | None = None) -> AsyncIterator[object]:
+    async def _stream_local(self, request, bridge, held, started, span,
+                            degraded: str | None = None) -> AsyncIterator[object]:
         try:
             for piece in held:
                 yield piece
@@ -239,29 +282,36 @@ class Cascade:
         finally:
             bridge.cancel()
         leg = bridge.leg()
-        if leg.result is None:
-            raise CloudUnavailableError(f"the local model could not answer: {leg.outcome.error}")
         decision = decide(leg.outcome, self.policy)
+        if leg.result is None:
+            error = CloudUnavailableError(f"the local model could not answer: {leg.outcome.error}")
+            self._record_failure(request, leg, decision, error, span)
+            raise error
         why = "the answer was already streaming when the policy asked for the cloud" if decision.escalate else None
         if degraded:
             decision, why = Decision(True, Reason.EARLY_LOW_CONFIDENCE, "running confidence fell below the floor"), \
                 f"the cloud failed before answering: {degraded}"
         result = self._local_result(leg, decision, "local-degraded" if decision.escalate else "local", why)
         result.latency_s = time.perf_counter() - started
-        self._record(request, leg, result)
+        self._settle(request, leg, result, span)
         yield result
 
-    async def _stream_cloud(self, request, leg_and_decision, started) -> AsyncIterator[object]:
+    async def _stream_cloud(self, request, leg_and_decision, started, span) -> AsyncIterator[object]:
         """The cloud's pieces, then its ``CascadeResult``; ``leg_and_decision()`` gives what the local leg did
         (read at the end, once the local leg has stopped)."""
         if self.gateway is None:
             raise CloudUnavailableError("the request asked for the cloud and no cloud is configured")
         texts, response = [], None
-        async for chunk in self.gateway.stream(self._cloud_request(request)):
-            if chunk.text:
-                texts.append(chunk.text)
-                yield StreamPiece(chunk.text, None)
-            response = chunk.response or response
+        try:
+            async for chunk in self.gateway.stream(self._cloud_request(request)):
+                if chunk.text:
+                    texts.append(chunk.text)
+                    yield StreamPiece(chunk.text, None)
+                response = chunk.response or response
+        except FallbackError as exc:
+            if texts:  # content already reached the client; before that, the caller decides (and records)
+                self._record_failure(request, *leg_and_decision(), exc, span)
+            raise
         usage = response.usage if response is not None else None
         leg, decision = leg_and_decision()
         result = CascadeResult("cloud", decision, "".join(texts),
@@ -270,7 +320,7 @@ class Cascade:
                                leg.outcome.confidence, leg.result, response,
                                tool_calls=(response.tool_calls if response else None) or None)
         result.latency_s = time.perf_counter() - started
-        self._record(request, leg, result)
+        self._settle(request, leg, result, span)
         yield result
 
     # -- ledger --------------------------------------------------------------------------------------------------
@@ -293,6 +343,28 @@ class Cascade:
             price_output_per_mtok=provider.price_output_per_mtok if provider else None,
             task=request.task, redaction_count=sum((cloud.redaction_counts or {}).values()) if cloud else 0)
         result.ledger_id = self.ledger.record(entry)
+
+    def _settle(self, request: CascadeRequest, leg: _LocalLeg, result: CascadeResult, span) -> None:
+        """A streamed request's end: its ledger row and its span tree."""
+        self._record(request, leg, result)
+        self.tracer.finish(span, request, leg, result)
+
+    def _record_failure(self, request: CascadeRequest, leg: _LocalLeg, decision: Decision,
+                        error: Exception, span=None) -> None:
+        """One ``failed`` row for a request that ends in ``error`` (what it cost the cloud is not known), and
+        the request's span marked failed."""
+        self.tracer.fail(span, error, leg)
+        if self.ledger is None:
+            return
+        from fallback.ledger import LedgerEntry
+
+        local = leg.result
+        provider = getattr(error, "provider", None)
+        self.ledger.record(LedgerEntry(
+            route="failed", reason=decision.reason.value, confidence=leg.outcome.confidence,
+            local_tokens_in=local.usage.prompt_tokens if local else 0,
+            local_tokens_out=local.usage.completion_tokens if local else 0, local_latency_s=leg.latency_s,
+            provider=provider, task=request.task, error=type(error).__name__))
 
     def _provider_of(self, cloud):
         if self.gateway is None:

@@ -2,12 +2,15 @@
 
 One row per request: route, reason, confidence, token counts and latencies on each side, cloud cost,
 provider, the provider's prices at the time, an optional task label and a correctness label that can be
-set later. Prompt and answer text are never stored.
+set later. Prompt and answer text are never stored. A request that was accepted but ended in an error
+(neither leg could answer, or a cloud stream broke after content reached the client) is recorded too, with
+route ``failed`` and the error's type in ``error``, so the ledger counts every request exactly once.
 
 Definitions used by ``summary``:
 
 * served locally: route ``local`` or ``local-degraded`` (the cloud was wanted but failed);
-  escalated: any route other than ``local`` (``cloud``, ``both``, ``local-degraded``).
+  escalated: ``cloud``, ``both`` or ``local-degraded``; failed: route ``failed``, counted apart (in
+  ``requests`` and ``failed``, in neither of the others).
 * actual cost: the sum of ``cloud_cost_usd``; local inference is counted as free.
 * cloud-only estimate: what sending every request to the cloud would have cost. Tokens are the cloud
   tokens when the request reached the cloud, else the local tokens (an estimate: tokenizers differ).
@@ -33,8 +36,8 @@ from pathlib import Path
 
 from fallback.errors import LedgerError
 
-SCHEMA_VERSION = 1
-ROUTES = ("local", "cloud", "both", "local-degraded")
+SCHEMA_VERSION = 2
+ROUTES = ("local", "cloud", "both", "local-degraded", "failed")
 LOCAL_ROUTES = frozenset({"local", "local-degraded"})
 
 _SCHEMA = """
@@ -56,10 +59,13 @@ CREATE TABLE requests (
     price_output_per_mtok REAL,
     task TEXT,
     correct INTEGER,
-    redaction_count INTEGER NOT NULL DEFAULT 0
+    redaction_count INTEGER NOT NULL DEFAULT 0,
+    error TEXT
 );
 CREATE INDEX requests_created_at ON requests (created_at);
 """
+# each step takes the schema from the version in its key to the next one
+_MIGRATIONS = {1: "ALTER TABLE requests ADD COLUMN error TEXT;"}
 
 
 @dataclass(frozen=True)
@@ -82,16 +88,19 @@ class LedgerEntry:
     task: str | None = None
     correct: bool | None = None
     redaction_count: int = 0
+    error: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
             raise LedgerError(f"route must be one of {list(ROUTES)}; got {self.route!r}")
+        if (self.route == "failed") != (self.error is not None):
+            raise LedgerError("a failed request names its error, and only a failed request has one")
 
     @property
     def escalated(self) -> bool:
-        return self.route != "local"
+        return self.route not in ("local", "failed")
 
     def cloud_only_cost_usd(self, price: tuple[float, float] | None) -> float | None:
         """Estimated cost had this request gone to the cloud; None when no price is known."""
@@ -111,6 +120,8 @@ class LedgerSummary:
     local_share: float
     escalated: int
     escalation_rate: float
+    failed: int
+    failure_rate: float
     escalation_rate_by_reason: dict[str, float]
     total_cost_usd: float
     cost_per_request_usd: float
@@ -212,6 +223,9 @@ def _migrate(db: sqlite3.Connection) -> None:
         raise LedgerError(f"ledger schema version {version} is newer than this code ({SCHEMA_VERSION})")
     if version == 0:
         db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        return
+    for step in range(version, SCHEMA_VERSION):
+        db.executescript(f"BEGIN; {_MIGRATIONS[step]} PRAGMA user_version = {step + 1}; COMMIT;")
 
 
 def _entry_from_row(row: tuple[object, ...]) -> LedgerEntry:
@@ -225,6 +239,7 @@ def summarize(entries: list[LedgerEntry], cloud_only_price: tuple[float, float] 
     requests = len(entries)
     local = sum(e.route in LOCAL_ROUTES for e in entries)
     escalated = [e for e in entries if e.escalated]
+    failed = sum(e.route == "failed" for e in entries)
     total_cost = sum(e.cloud_cost_usd for e in entries)
     labelled = [e for e in entries if e.correct is not None]
     correct = sum(bool(e.correct) for e in labelled)
@@ -233,6 +248,7 @@ def summarize(entries: list[LedgerEntry], cloud_only_price: tuple[float, float] 
         requests=requests, served_locally=local, local_share=_ratio(local, requests),
         escalated=len(escalated), escalation_rate=_ratio(len(escalated), requests),
         escalation_rate_by_reason=_by_reason(escalated, requests),
+        failed=failed, failure_rate=_ratio(failed, requests),
         total_cost_usd=total_cost, cost_per_request_usd=_ratio(total_cost, requests),
         labelled=len(labelled), correct=correct,
         accuracy=correct / len(labelled) if labelled else None,
@@ -269,6 +285,7 @@ def format_summary(summary: LedgerSummary) -> str:
             ("served locally", f"{summary.served_locally:,} ({summary.local_share:.1%})"),
             ("escalated", f"{summary.escalated:,} ({summary.escalation_rate:.1%})")]
     rows += [(f"  {reason}", f"{rate:.1%}") for reason, rate in summary.escalation_rate_by_reason.items()]
+    rows += [("failed", f"{summary.failed:,} ({summary.failure_rate:.1%})")]
     rows += [("cloud cost", _usd(summary.total_cost_usd)),
              ("cost per request", _usd(summary.cost_per_request_usd))]
     rows += _label_rows(summary) + _saving_rows(summary)

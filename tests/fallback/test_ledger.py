@@ -38,12 +38,49 @@ def ledger(tmp_path: Path) -> Ledger:
 
 
 def test_new_ledger_has_schema_version_and_wal(ledger: Ledger) -> None:
-    assert ledger.schema_version() == SCHEMA_VERSION == 1
+    assert ledger.schema_version() == SCHEMA_VERSION == 2
     with sqlite3.connect(ledger.path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         columns = {row[1] for row in raw.execute("PRAGMA table_info(requests)")}
     assert not any("prompt" in c or "text" in c for c in columns)  # never stores prompt text
-    assert {"route", "reason", "confidence", "cloud_cost_usd", "correct", "redaction_count"} <= columns
+    assert {"route", "reason", "confidence", "cloud_cost_usd", "correct", "redaction_count", "error"} <= columns
+
+
+V1_SCHEMA = """CREATE TABLE requests (id TEXT PRIMARY KEY, created_at REAL NOT NULL, route TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '', confidence REAL, local_tokens_in INTEGER NOT NULL DEFAULT 0,
+    local_tokens_out INTEGER NOT NULL DEFAULT 0, local_latency_s REAL, cloud_tokens_in INTEGER NOT NULL DEFAULT 0,
+    cloud_tokens_out INTEGER NOT NULL DEFAULT 0, cloud_latency_s REAL, cloud_cost_usd REAL NOT NULL DEFAULT 0,
+    provider TEXT, price_input_per_mtok REAL, price_output_per_mtok REAL, task TEXT, correct INTEGER,
+    redaction_count INTEGER NOT NULL DEFAULT 0);
+INSERT INTO requests (id, created_at, route, cloud_cost_usd) VALUES ('old', 1.0, 'cloud', 0.25);
+PRAGMA user_version = 1;"""
+
+
+def test_a_version_1_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite3"
+    with sqlite3.connect(path) as raw:
+        raw.executescript(V1_SCHEMA)
+    with Ledger(path) as migrated:
+        assert migrated.schema_version() == 2
+        old = migrated.get("old")
+        assert (old.route, old.cloud_cost_usd, old.error) == ("cloud", 0.25, None)
+        failed = migrated.record(LedgerEntry("failed", reason="forced_cloud", error="AllProvidersFailedError"))
+        assert migrated.get(failed).error == "AllProvidersFailedError"
+
+
+def test_failed_rows_name_their_error_and_are_counted_apart(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="names its error"):
+        LedgerEntry("failed", reason="forced_cloud")
+    with pytest.raises(LedgerError, match="names its error"):
+        LedgerEntry("cloud", error="StreamInterruptedError")
+    for entry in sample_entries():
+        ledger.record(entry)
+    ledger.record(LedgerEntry("failed", reason="forced_cloud", error="AllProvidersFailedError"))
+    ledger.record(LedgerEntry("failed", reason="low_confidence", local_tokens_in=10, error="CloudUnavailableError"))
+    summary = ledger.summary()
+    assert summary.requests == 8 and summary.failed == 2 and summary.failure_rate == pytest.approx(2 / 8)
+    assert summary.escalated == 4 and summary.served_locally == 3  # failed rows are in neither
+    assert "2 (25.0%)" in format_summary(summary)
 
 
 def test_record_and_get_round_trip(ledger: Ledger) -> None:

@@ -94,3 +94,76 @@ def test_prompt_text_is_recorded_only_when_asked(runtime, spans, record_text):
     everything = " ".join(str(value) for span in spans[1].get_finished_spans() for value in span.attributes.values())
     assert ("4111 1111 1111 1111" in everything) is record_text
     assert ("capital of France" in everything) is record_text
+
+
+# -- streamed requests ----------------------------------------------------------------------------------------
+def _stream(runtime, spans, policy: PolicyConfig, cloud=None, route="auto", take: int | None = None):
+    """Opens a streamed request and reads ``take`` items (all when None); returns the items and the tree."""
+    provider, exporter = spans
+    cascade = Cascade(runtime, _gateway(cloud) if cloud else None, policy,
+                      tracer=RequestTracer.with_provider(provider))
+
+    async def read():
+        stream = await cascade.open_stream(CascadeRequest(prompt=SECRET_PROMPT, max_tokens=10, route=route))
+        items = []
+        async for item in stream.items:
+            items.append(item)
+            if take is not None and len(items) == take:
+                await stream.items.aclose()
+                break
+        return stream.route, items
+
+    route_taken, items = asyncio.run(read())
+    return route_taken, items, _tree(exporter)
+
+
+def test_streamed_local_answer_tree(runtime, spans):
+    route, items, tree = _stream(runtime, spans, PolicyConfig(threshold=0.0))
+    root = tree["edge.request"][0].attributes
+    assert route == "local" and root["edge.stream"] is True and root["edge.route_taken"] == "local"
+    assert 0 < root["edge.time_to_first_chunk_s"] < 60
+    local = tree["edge.local_generation"][0].attributes
+    assert local["edge.tokens_out"] == items[-1].completion_tokens >= 1
+    assert tree["edge.policy"][0].attributes["edge.reason"] == "confident"
+
+
+def test_streamed_escalation_tree_has_the_cloud_and_its_attempts(runtime, spans):
+    from fallback.loopback_cloud import LoopbackCloud
+
+    with LoopbackCloud(answer_fn=lambda body: "Paris is the capital") as cloud:
+        cloud.enqueue_faults(["500"])
+        route, items, tree = _stream(runtime, spans, PolicyConfig(threshold=1.0, early_floor=0.999), cloud)
+    assert route == "cloud" and tree["edge.request"][0].attributes["edge.route_taken"] == "cloud"
+    assert [span.attributes.get("edge.status") for span in tree["edge.cloud_attempt"]] == [500, 200]
+    assert tree["edge.redaction"][0].attributes["edge.redacted_total"] >= 1
+    assert tree["edge.policy"][0].attributes["edge.reason"] == "early_low_confidence"
+
+
+def test_streamed_degraded_answer_tree(runtime, spans):
+    from fallback.loopback_cloud import LoopbackCloud
+
+    with LoopbackCloud(default_fault="500") as cloud:
+        route, _, tree = _stream(runtime, spans, PolicyConfig(threshold=1.0, early_floor=0.999), cloud)
+    assert route == "local-degraded"
+    assert "the cloud failed" in tree["edge.request"][0].attributes["edge.degraded_reason"]
+
+
+def test_a_failed_stream_marks_its_root_with_the_error(runtime, spans):
+    from opentelemetry.trace import StatusCode
+
+    from fallback.errors import FallbackError
+    from fallback.loopback_cloud import LoopbackCloud
+
+    with LoopbackCloud(default_fault="500") as cloud, pytest.raises(FallbackError):
+        _stream(runtime, spans, PolicyConfig(), cloud, route="cloud")
+    finished = spans[1].get_finished_spans()
+    assert [span.name for span in finished] == ["edge.request"]
+    assert finished[0].status.status_code == StatusCode.ERROR
+    assert finished[0].attributes["edge.error"] == "AllProvidersFailedError"
+    assert [event.name for event in finished[0].events] == ["exception"]
+
+
+def test_an_abandoned_stream_ends_its_span_marked_cancelled(runtime, spans):
+    _, items, tree = _stream(runtime, spans, PolicyConfig(threshold=0.0), take=1)
+    root = tree["edge.request"][0]
+    assert len(items) == 1 and root.attributes["edge.cancelled"] is True and root.end_time is not None

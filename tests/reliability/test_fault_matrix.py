@@ -14,7 +14,8 @@ answer) while the cloud misbehaves. What must hold, per case:
   (2) once the cloud's answer began (a 200 whole answer, or a first content chunk streamed to the client) it
   receives no further copy: a recovered request is sent exactly ``faults before the first good answer + 1``
   times, a stream that breaks after content is sent exactly once. Retries *before* any content are allowed;
-* recorded once: exactly one new ledger row per request (see the ``KNOWN_GAPS`` cases, marked strict xfail).
+* recorded once: exactly one new ledger row per request, with the route the client saw: ``cloud``,
+  ``local-degraded``, or ``failed`` (with the error's type) when the request ended in an error.
 """
 
 from __future__ import annotations
@@ -64,10 +65,6 @@ MATRIX = {
     "refused-port": Fault(target="refused", error_says="ConnectError"),
     "unresolvable-name": Fault(target="unresolvable", error_says="ConnectError"),
 }
-
-# Guarantees the code does not meet yet (see docs/reliability.md, "Gaps"); strict so a fix turns them red.
-NO_LEDGER_ROW_ON_FAILURE = "a request that ends in an error (no answer from either leg) writes no ledger row"
-
 
 def _request(stream: bool, marker: str) -> dict:
     content = f"Name the capital of France. [{marker}]"
@@ -193,6 +190,7 @@ def test_fault_is_answered_on_time_and_never_resent(harness, name, route, stream
     assert outcome.cloud_leg_s <= deadline, f"cloud leg took {outcome.cloud_leg_s:.2f} s > {deadline:.2f} s"
     _check_answered(fault, route, stream, outcome)
     _check_never_resent(fault, stream, outcome)
+    _check_recorded_once(fault, outcome)
 
 
 def _check_answered(fault: Fault, route: str, stream: bool, outcome: Outcome) -> None:
@@ -227,24 +225,15 @@ def _check_never_resent(fault: Fault, stream: bool, outcome: Outcome) -> None:
         assert len(sent) >= 1
 
 
-def _ledger_gap(name: str, route: str, stream: bool) -> str | None:
-    fault = MATRIX[name]
-    if fault.recovers:
-        return None
-    return None if route == "auto" else NO_LEDGER_ROW_ON_FAILURE
-
-
-LEDGER_CASES = [_case(name, route, stream, [pytest.mark.xfail(strict=True, reason=gap)] if gap else [])
-                for name in ("500", "429-retry-after") for route in ("cloud", "auto") for stream in (False, True)
-                for gap in [_ledger_gap(name, route, stream)]]
-
-
-@pytest.mark.parametrize("name, route, stream", LEDGER_CASES)
-def test_every_request_is_recorded_once(harness, name, route, stream):
-    outcome = _send(harness, MATRIX[name], route, stream)
+def _check_recorded_once(fault: Fault, outcome: Outcome) -> None:
     assert len(outcome.new_rows) == 1, f"{len(outcome.new_rows)} ledger rows for one request"
-    expected_route = "cloud" if MATRIX[name].recovers else "local-degraded"
-    assert outcome.new_rows[0].route == expected_route
+    row = outcome.new_rows[0]
+    if outcome.error is None:
+        assert row.route == outcome.route_taken and row.error is None
+    else:
+        assert row.route == "failed" and row.error, "a request that ended in an error is recorded as failed"
+        assert (row.error == "StreamInterruptedError") == (outcome.text != ""), "the row names the error"
+    assert row.route != "cloud" or fault.recovers
 
 
 def test_streaming_auto_escalation_degrades_to_local_when_the_cloud_fails(harness):
