@@ -35,6 +35,7 @@ REPORT_SCHEMA = 1
 
 THRESHOLD_ENV = "EDGE_CONFIDENCE_THRESHOLD"
 DEFAULT_TARGET_ACCURACY = 0.9
+MIN_SHARED_PREFIX_CHARS = 200
 
 
 @dataclass
@@ -54,6 +55,7 @@ class EvalOptions:
     target_cloud_share: float | None = None
     threshold_override: float | None = None
     seed: int = 0
+    prefix_cache: bool = True
 
     def operating_rule(self) -> str:
         if self.threshold_override is not None:
@@ -91,6 +93,17 @@ def _progress(label: str):
     return report
 
 
+def shared_prefixes(items) -> list[str]:
+    """Per task, the text every prompt of the task starts with (cut after its last line break), when it is
+    long enough to be worth keeping: the few-shot block."""
+    prompts: dict[str, list[str]] = {}
+    for item in items:
+        prompts.setdefault(item.task, []).append(item.prompt)
+    shared = [os.path.commonprefix(texts) for texts in prompts.values() if len(texts) > 1]
+    cut = [text[:text.rfind("\n") + 1] for text in shared]
+    return [text for text in cut if len(text) >= MIN_SHARED_PREFIX_CHARS]
+
+
 def local_answers(sets: EvalSets, options: EvalOptions) -> tuple[dict[str, LocalAnswer], str]:
     """Every item's local answer by id (cached ones reused; the model loads only if one is missing)."""
     from edge_runtime.models import resolve_model
@@ -105,7 +118,11 @@ def local_answers(sets: EvalSets, options: EvalOptions) -> tuple[dict[str, Local
     from edge_runtime.runtime import Runtime
     from fallback.tasks import LocalAnswerer
 
-    with Runtime.load(options.model, settings=LoadSettings(n_threads=options.threads)) as runtime:
+    settings = LoadSettings(n_threads=options.threads, prefix_cache=options.prefix_cache)
+    with Runtime.load(options.model, settings=settings) as runtime:
+        missing = [item for item in items if cache.get(item) is None]
+        for prefix in shared_prefixes(missing) if options.prefix_cache else []:
+            runtime.cache_prefix(prefix)  # every task's few-shot block, so its items reuse it in any order
         answerer = LocalAnswerer(runtime)
         return answer_all(items, answerer.answer, cache, _progress("local model")), key
 

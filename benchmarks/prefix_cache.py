@@ -1,10 +1,18 @@
-"""What reusing cached prefixes buys: the SST-2 evaluation and a repeated 1,000-token system prompt, with the
-KV-prefix reuse on and off, side by side in one process on the bundled model.
+"""What reusing cached prefixes buys, side by side in one process on the bundled model.
 
-Every SST-2 prompt shares its few-shot block, so with reuse only the review itself is prefilled. Targets (issue
-on prefix caching): items/s >= 3x with reuse; time to first token <= 0.2x for a repeated system prompt.
+Three caching modes: ``none`` (every prompt prefilled from scratch), ``live`` (only the KV cache of the last
+request is reused: ``prefix_cache_bytes=0``) and ``store`` (the live KV plus the byte-budgeted store of saved
+prefixes, the default). Workloads:
 
-    python -m benchmarks.prefix_cache [--items 60] [--data ../shared/data/sst2_dev.jsonl] [--json out.json]
+* ``sst2``: the evaluation's local pass (``fallback.tasks.LocalAnswerer``) over SST-2; every prompt shares its
+  few-shot block. Target (issue on prefix caching): items/s >= 3x with the cache.
+* ``mixed``: the same pass over SST-2, AG News and TREC items taken in turn, so consecutive prompts never share
+  their few-shot block; here only the store helps. The eval command caches each task's block up front
+  (``Runtime.cache_prefix``), as measured in ``mixed-preloaded``.
+* ``system``: time to first token for a request repeating a ~1,000-token system prompt. Target <= 0.2x.
+* ``two-systems``: the same, alternating between two different system prompts.
+
+    python -m benchmarks.prefix_cache [--items 30] [--data-dir ../shared/data] [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,57 +24,107 @@ import sys
 import time
 from pathlib import Path
 
-SYSTEM_PROMPT = " ".join(f"Rule {index}: answer politely, cite sources, and keep replies short." for index in range(63))
+MODES = {"none": {"prefix_cache": False}, "live": {"prefix_cache_bytes": 0}, "store": {}}
+SYSTEM_PROMPTS = [" ".join(f"{noun} {index}: answer politely, cite sources, and keep replies short."
+                           for index in range(63)) for noun in ("Rule", "Policy")]
+QUESTIONS = [f"What is rule {index}?" for index in range(7)]
 
 
-def items_per_second(runtime, items: list[dict]) -> float:
+def load_items(data_dir: Path, names: list[str], count: int) -> dict[str, list]:
+    from fallback.tasks import load_items as load
+
+    return {name: load(data_dir / f"{name}_dev.jsonl")[:count] for name in names}
+
+
+def interleave(groups: list[list]) -> list:
+    return [item for row in zip(*groups) for item in row]
+
+
+def items_per_second(runtime, items: list, preload: bool = False) -> float:
+    from fallback.tasks import LocalAnswerer
+
+    runtime.backend.forget_prefixes()
+    answerer = LocalAnswerer(runtime)
     started = time.perf_counter()
+    if preload:
+        from benchmarks.cascade_eval import shared_prefixes
+
+        for prefix in shared_prefixes(items):
+            runtime.cache_prefix(prefix)
     for item in items:
-        runtime.score_choices(item["prompt"], item["choices"])
+        answerer.answer(item)
     return len(items) / (time.perf_counter() - started)
 
 
-def repeated_prompt_ttft(runtime, questions: list[str]) -> float:
+def system_prompt_ttft(runtime, systems: list[str]) -> float:
+    """Median time to first token over the questions, each asked under every system prompt in turn; the
+    first round (cold) is left out."""
+    runtime.backend.forget_prefixes()
     ttfts = []
-    for question in questions:
-        result = runtime.generate(f"{SYSTEM_PROMPT}\n\nUser: {question}\nAssistant:", max_tokens=1)
-        ttfts.append(result.timings.time_to_first_token_s)
-    return statistics.median(ttfts[1:])
+    for question in QUESTIONS:
+        for system in systems:
+            result = runtime.generate(f"{system}\n\nUser: {question}\nAssistant:", max_tokens=1)
+            ttfts.append(result.timings.time_to_first_token_s)
+    return statistics.median(ttfts[len(systems):])
 
 
-def measure(path: str, items: list[dict], threads: int | None) -> dict:
+def measure_mode(path: str, mode: str, items: dict[str, list], threads: int | None) -> dict:
     from edge_runtime.caps import LoadSettings
     from edge_runtime.runtime import Runtime
 
-    runtime = Runtime.load(path, settings=LoadSettings(n_threads=threads))
-    questions = [f"What is rule {index}?" for index in range(6)]
-    report = {"system_prompt_tokens": runtime.count_tokens(SYSTEM_PROMPT)}
-    for reuse in (False, True):
-        runtime.backend.prefix_reuse = reuse
-        runtime.backend._rewind_to(0)
-        key = "with_cache" if reuse else "without_cache"
-        report[key] = {"sst2_items_per_s": items_per_second(runtime, items),
-                       "repeated_system_prompt_ttft_s": repeated_prompt_ttft(runtime, questions)}
-    report["items_per_s_ratio"] = report["with_cache"]["sst2_items_per_s"] / report["without_cache"]["sst2_items_per_s"]
-    report["ttft_ratio"] = (report["with_cache"]["repeated_system_prompt_ttft_s"]
-                            / report["without_cache"]["repeated_system_prompt_ttft_s"])
-    return report
+    with Runtime.load(path, settings=LoadSettings(n_threads=threads, **MODES[mode])) as runtime:
+        mixed = interleave(list(items.values()))
+        row = {"sst2_items_per_s": items_per_second(runtime, items["sst2"]),
+               "mixed_items_per_s": items_per_second(runtime, mixed),
+               "mixed_preloaded_items_per_s": items_per_second(runtime, mixed, preload=True),
+               "system_prompt_ttft_s": system_prompt_ttft(runtime, SYSTEM_PROMPTS[:1]),
+               "two_systems_ttft_s": system_prompt_ttft(runtime, SYSTEM_PROMPTS)}
+        stats = getattr(runtime.backend, "prefix_stats", None)
+        if stats is not None:
+            row.update(hit_ratio=stats.hit_ratio, store_entries=stats.store_entries,
+                       store_bytes=stats.store_bytes, store_restores=stats.store_restores)
+        row["system_prompt_tokens"] = runtime.count_tokens(SYSTEM_PROMPTS[0])
+        return row
+
+
+def ratios(report: dict) -> dict:
+    none, live, store = (report[mode] for mode in ("none", "live", "store"))
+    return {"sst2_items_per_s_store_vs_none": store["sst2_items_per_s"] / none["sst2_items_per_s"],
+            "mixed_items_per_s_store_vs_none": store["mixed_items_per_s"] / none["mixed_items_per_s"],
+            "mixed_items_per_s_store_vs_live": store["mixed_items_per_s"] / live["mixed_items_per_s"],
+            "mixed_preloaded_store_vs_none": store["mixed_preloaded_items_per_s"] / none["mixed_items_per_s"],
+            "system_ttft_store_vs_none": store["system_prompt_ttft_s"] / none["system_prompt_ttft_s"],
+            "two_systems_ttft_store_vs_none": store["two_systems_ttft_s"] / none["two_systems_ttft_s"],
+            "two_systems_ttft_store_vs_live": store["two_systems_ttft_s"] / live["two_systems_ttft_s"]}
+
+
+def table(report: dict) -> str:
+    lines = ["| mode | SST-2 items/s | mixed items/s | mixed, preloaded | system TTFT s | two systems TTFT s |",
+             "|---|---|---|---|---|---|"]
+    for mode in MODES:
+        row = report[mode]
+        lines.append(f"| {mode} | {row['sst2_items_per_s']:.2f} | {row['mixed_items_per_s']:.2f} | "
+                     f"{row['mixed_preloaded_items_per_s']:.2f} | {row['system_prompt_ttft_s']:.3f} | "
+                     f"{row['two_systems_ttft_s']:.3f} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/sst2_dev.jsonl"))
-    parser.add_argument("--items", type=int, default=60)
+    parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data")
+    parser.add_argument("--items", type=int, default=30, help="items per task (default 30)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     from edge_runtime.models import resolve_model
 
-    with open(args.data, encoding="utf-8") as handle:
-        items = [json.loads(line) for line in handle][:args.items]
-    report = measure(str(resolve_model(args.model).path), items, args.threads)
-    print(json.dumps(report, indent=2))
+    items = load_items(args.data_dir, ["sst2", "agnews", "trec"], args.items)
+    path = str(resolve_model(args.model).path)
+    report = {mode: measure_mode(path, mode, items, args.threads) for mode in MODES}
+    report["ratios"] = ratios(report)
+    print(table(report))
+    print(json.dumps(report["ratios"], indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

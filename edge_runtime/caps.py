@@ -56,4 +56,6 @@ class LoadSettings(BaseModel):
     n_parallel: int = Field(default=1, ge=1, le=64)  # sequences decoded together (the server batches them)
     flash_attn: bool | None = None  # None lets llama.cpp decide
     speculative: bool = False  # prompt-lookup drafts verified in one batch (greedy only; see speculation.py)
+    prefix_cache: bool = True  # reuse the KV state of prompt prefixes seen before (greedy output unchanged)
+    prefix_cache_bytes: int = Field(default=64 * 2**20, ge=0)  # saved prefixes beyond the live KV (0: live only)
     seed: int = 0

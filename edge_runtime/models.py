@@ -93,7 +93,8 @@ class ResolvedModel:
 
     def plan(self, caps: Caps, settings: LoadSettings) -> FitPlan:
         if self.format == "gguf":
-            return plan_gguf(read_header(self.path), settings.n_ctx * settings.n_parallel, caps, settings.n_batch)
+            return plan_gguf(read_header(self.path), settings.n_ctx * settings.n_parallel, caps, settings.n_batch,
+                             settings.prefix_cache_bytes if settings.prefix_cache else 0)
         return plan_files(self.path, self.bytes, settings.n_ctx, caps)
 
     def require_fit(self, caps: Caps, settings: LoadSettings) -> FitPlan:

@@ -2,8 +2,10 @@
 
 total = weights (tensor bytes from the GGUF header) + KV cache (f16 keys and values for every layer and
 every position of the context) + compute overhead (llama.cpp's scratch buffers: a fixed floor plus the
-logits row and per-token activations of one batch). The estimate errs high; tests compare it with the
-resident memory really used after loading.
+logits row and per-token activations of one batch) + the prefix store (saved KV states, see
+``edge_runtime.prefix``). The estimate errs high; tests compare it with the resident memory really used after
+loading. Under a memory budget the prefix store shrinks to what is left (down to nothing) before a model is
+refused: it is an optimisation, the rest is not.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class FitPlan:
     weights_bytes: int
     kv_cache_bytes: int
     compute_bytes: int
+    prefix_cache_bytes: int
     total_bytes: int
     memory_budget_bytes: int | None
     max_model_bytes: int | None
@@ -72,15 +75,19 @@ def _reasons(plan: FitPlan) -> list[str]:
         reasons.append(f"model file is {plan.model_bytes:,} bytes; the model-size cap is {plan.max_model_bytes:,}")
     if plan.memory_budget_bytes is not None and plan.total_bytes > plan.memory_budget_bytes:
         reasons.append(f"needs {plan.total_bytes:,} bytes (weights {plan.weights_bytes:,} + KV cache "
-                       f"{plan.kv_cache_bytes:,} for {plan.n_ctx:,} tokens + compute {plan.compute_bytes:,}); "
+                       f"{plan.kv_cache_bytes:,} for {plan.n_ctx:,} tokens + compute {plan.compute_bytes:,} + prefix store "
+                       f"{plan.prefix_cache_bytes:,}); "
                        f"the memory budget is {plan.memory_budget_bytes:,}")
     return reasons
 
 
-def plan_gguf(header: GGUFHeader, n_ctx: int, caps: Caps, n_batch: int) -> FitPlan:
+def plan_gguf(header: GGUFHeader, n_ctx: int, caps: Caps, n_batch: int, prefix_cache_bytes: int = 0) -> FitPlan:
     kv_bytes, scratch_bytes = kv_cache_bytes(header, n_ctx), compute_bytes(header, n_batch)
+    needed = header.weights_bytes + kv_bytes + scratch_bytes
+    if caps.memory_budget_bytes is not None:
+        prefix_cache_bytes = max(0, min(prefix_cache_bytes, caps.memory_budget_bytes - needed))
     plan = FitPlan(str(header.path), header.architecture, n_ctx, header.file_bytes, header.weights_bytes,
-                   kv_bytes, scratch_bytes, header.weights_bytes + kv_bytes + scratch_bytes,
+                   kv_bytes, scratch_bytes, prefix_cache_bytes, needed + prefix_cache_bytes,
                    caps.memory_budget_bytes, caps.max_model_bytes, True, [])
     plan.reasons = _reasons(plan)
     plan.fits = not plan.reasons
@@ -89,7 +96,7 @@ def plan_gguf(header: GGUFHeader, n_ctx: int, caps: Caps, n_batch: int) -> FitPl
 
 def plan_files(path: Path, model_bytes: int, n_ctx: int, caps: Caps) -> FitPlan:
     """A coarse plan for formats without a parsed header: weights as the files' size, a fixed overhead."""
-    plan = FitPlan(str(path), "unknown", n_ctx, model_bytes, model_bytes, 0, COMPUTE_FLOOR_BYTES,
+    plan = FitPlan(str(path), "unknown", n_ctx, model_bytes, model_bytes, 0, COMPUTE_FLOOR_BYTES, 0,
                    model_bytes + COMPUTE_FLOOR_BYTES, caps.memory_budget_bytes, caps.max_model_bytes, True, [])
     plan.reasons = _reasons(plan)
     plan.fits = not plan.reasons

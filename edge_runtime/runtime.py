@@ -57,7 +57,9 @@ class Runtime:
         caps, settings = caps or Caps(), settings or LoadSettings()
         started = time.perf_counter()
         resolved = resolve_model(model, caps=caps, n_ctx=settings.n_ctx)
-        resolved.require_fit(caps, settings)
+        plan = resolved.require_fit(caps, settings)
+        if resolved.format == "gguf" and plan.prefix_cache_bytes < settings.prefix_cache_bytes:
+            settings = settings.model_copy(update={"prefix_cache_bytes": plan.prefix_cache_bytes})
         backend = load_backend(resolved.format, resolved.path, settings)
         return cls(backend, resolved, caps, time.perf_counter() - started)
 
@@ -154,6 +156,20 @@ class Runtime:
         if not events.gi_running:
             holder[1].notes_on_cancel = "cancelled: a newer request on this runtime started in the same thread"
             events.close()
+
+    # -- prefix cache --------------------------------------------------------------------------------------
+    def cache_prefix(self, prompt: object = None, *, messages: object = None) -> int:
+        """Prefills a prefix later prompts will start with (a system prompt, a few-shot block) and keeps its KV
+        state in the prefix store; returns how many tokens are kept (0 where the backend cannot keep them).
+
+        Prompts that share only part of it still reuse that part. Kept states leave the store least recently
+        used first, within ``LoadSettings.prefix_cache_bytes``."""
+        prompt_ids, _ = self._prompt_ids(prompt, messages)
+        cache = getattr(self.backend, "cache_prefix", None)
+        if cache is None:
+            return 0
+        with self._exclusive():
+            return cache(prompt_ids)
 
     # -- label scoring -------------------------------------------------------------------------------------
     def score_choices(self, prompt: str, choices: Sequence[str], *, separator: str = " ") -> ChoiceScores:

@@ -58,6 +58,8 @@ def _add_eval(subparsers) -> None:
     target.add_argument("--target-cloud-share", type=float, default=None,
                         help="threshold: escalate this share of the calibration items")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 50/50 split and the CV folds")
+    parser.add_argument("--no-prefix-cache", action="store_true",
+                        help="prefill every prompt from scratch (default: each task's few-shot block is kept)")
     parser.set_defaults(handler=_guarded(eval_command))
 
 
@@ -86,7 +88,7 @@ def eval_command(args: argparse.Namespace) -> int:
         model=args.model, threads=args.threads, cache_path=args.cache, price_in=args.cloud_price_in,
         price_out=args.cloud_price_out, latency_s=args.cloud_latency, concurrency=args.concurrency,
         target_accuracy=args.target_accuracy, target_cloud_share=args.target_cloud_share,
-        threshold_override=threshold_from_env(), seed=args.seed)
+        threshold_override=threshold_from_env(), seed=args.seed, prefix_cache=not args.no_prefix_cache)
     report = run_eval(options)
     print(format_table(report))
     print(f"wrote {args.out / 'report.json'} and {args.out / 'routing.png'}", file=sys.stderr)

@@ -4,7 +4,8 @@
 vocabulary-sized row for every position (about 7 tokens/s on the bundled model instead of 88). This backend
 drives the native context directly: one output row per decode step, read in place as a numpy view, and the
 KV cache of the previous request kept so a repeated prefix (a few-shot block, a system prompt) is not
-prefilled again.
+prefilled again. When prompts alternate between prefixes, the sequence's state is saved to a byte-budgeted
+``PrefixStore`` before it is overwritten and restored from it later (``edge_runtime.prefix``).
 """
 
 from __future__ import annotations
@@ -22,18 +23,20 @@ from edge_runtime.backends.llamacpp_native import (DecodeAborted, NativeBatch, N
 from edge_runtime.caps import LoadSettings
 from edge_runtime.errors import BackendError, InvalidRequestError
 from edge_runtime.gguf_file import read_header
-from edge_runtime.prefix import common_prefix_length
+from edge_runtime.prefix import PrefixStore, common_prefix_length
 from edge_runtime.results import TokenStep
 
 
 @dataclass
 class PrefixCacheStats:
-    """How much prompt the KV cache already held: reused vs prefilled tokens, and what is held now."""
+    """How much prompt the KV cache already held: reused (live or restored) vs prefilled tokens, what the live
+    KV holds now, and the prefix store's contents."""
 
     reused_tokens: int = 0
     prefilled_tokens: int = 0
     held_tokens: int = 0
     kv_bytes_per_token: int = 0
+    store: PrefixStore | None = None
 
     def count(self, reused: int, prompt_length: int) -> None:
         self.reused_tokens += reused
@@ -46,7 +49,20 @@ class PrefixCacheStats:
 
     @property
     def bytes_held(self) -> int:
-        return self.held_tokens * self.kv_bytes_per_token
+        """KV bytes kept for reuse: the live sequences' tokens plus the saved prefixes."""
+        return self.held_tokens * self.kv_bytes_per_token + self.store_bytes
+
+    @property
+    def store_bytes(self) -> int:
+        return self.store.bytes_held if self.store is not None else 0
+
+    @property
+    def store_entries(self) -> int:
+        return len(self.store) if self.store is not None else 0
+
+    @property
+    def store_restores(self) -> int:
+        return self.store.stats.restores if self.store is not None else 0
 
 
 class LlamaCppBackend:
@@ -57,16 +73,17 @@ class LlamaCppBackend:
     concurrent = False
 
     def __init__(self, model: NativeModel, context: NativeContext, settings: LoadSettings, *, sequence: int = 0,
-                 owns_native: bool = True) -> None:
+                 owns_native: bool = True, store: PrefixStore | None = None) -> None:
         self.model, self.context, self.settings = model, context, settings
         self.sequence, self.owns_native = sequence, owns_native
         self.n_ctx, self.n_vocab = settings.n_ctx if not owns_native else context.n_ctx, model.n_vocab
         self.chunk_tokens = settings.n_batch
         self.batch = NativeBatch(settings.n_batch)
         self.cached_tokens: list[int] = []
-        self.prefix_reuse = True
+        self.prefix_reuse = settings.prefix_cache
+        self.store = store if store is not None else new_store(settings) if owns_native else None
         self.speculative = settings.speculative
-        self.prefix_stats = PrefixCacheStats(kv_bytes_per_token=kv_bytes_per_token(model))
+        self.prefix_stats = PrefixCacheStats(kv_bytes_per_token=kv_bytes_per_token(model), store=self.store)
         self._pieces: dict[int, bytes] = {}
         self._rng = np.random.default_rng(settings.seed)
 
@@ -120,7 +137,7 @@ class LlamaCppBackend:
         """Brings the KV cache to ``prompt_ids`` with logits for the last one; False if aborted."""
         if not prompt_ids:
             raise InvalidRequestError("cannot prefill an empty prompt")
-        reusable = common_prefix_length(self.cached_tokens, prompt_ids) if self.prefix_reuse else 0
+        reusable = self._reuse_for(prompt_ids)
         self._rewind_to(min(reusable, len(prompt_ids) - 1))
         self.prefix_stats.count(len(self.cached_tokens), len(prompt_ids))
         self.prefix_stats.held_tokens = len(prompt_ids)
@@ -135,6 +152,29 @@ class LlamaCppBackend:
         finally:
             self.context.set_abort(None)
         return True
+
+    def _reuse_for(self, prompt_ids: Sequence[int]) -> int:
+        """How many leading tokens of ``prompt_ids`` the sequence holds after reusing what it can: the live
+        KV cache, or a saved prefix that shares more (the live state is saved first if it is worth keeping)."""
+        if not self.prefix_reuse:
+            return 0
+        self.cached_tokens, reusable = reuse_prefix(self.context, self.store, self.sequence, self.cached_tokens,
+                                                    prompt_ids)
+        return reusable
+
+    def forget_prefixes(self) -> None:
+        """Empties the live KV cache and the prefix store (the next prompt is prefilled from scratch)."""
+        self._rewind_to(0)
+        if self.store is not None:
+            self.store.clear()
+
+    def cache_prefix(self, prefix_ids: Sequence[int]) -> int:
+        """Prefills ``prefix_ids`` (reusing what is cached) and saves the state; how many tokens were saved."""
+        if not self.prefix_reuse or self.store is None or not prefix_ids:
+            return 0
+        self.prefill(prefix_ids, lambda: False)
+        saved = self.store.put(self.cached_tokens, self.context.save_sequence(self.sequence))
+        return len(self.cached_tokens) if saved else 0
 
     # -- generation ----------------------------------------------------------------------------------------
     def _rng_for(self, sampling: SamplingParams) -> np.random.Generator:
@@ -248,6 +288,38 @@ class LlamaCppBackend:
         if self.owns_native:
             self.context.close()
             self.model.close()
+
+
+def new_store(settings: LoadSettings) -> PrefixStore | None:
+    return PrefixStore(settings.prefix_cache_bytes) if settings.prefix_cache and settings.prefix_cache_bytes else None
+
+
+def reuse_prefix(context: NativeContext, store: PrefixStore | None, sequence: int, cached: list[int],
+                 prompt_ids: Sequence[int]) -> tuple[list[int], int]:
+    """(the tokens ``sequence`` holds now, how many of them start ``prompt_ids``): the live KV cache as it is,
+    or a saved prefix restored over it when that shares more (the live state is saved first if worth it)."""
+    live = common_prefix_length(cached, prompt_ids)
+    if store is None:
+        return cached, live
+    saved, stored = store.best_match(prompt_ids)
+    restoring = saved is not None and stored > live
+    save_live(store, context, sequence, cached, 0 if restoring else live)
+    if not restoring:
+        return cached, live
+    if not context.restore_sequence(sequence, saved.state):
+        return [], 0
+    store.record_restore(stored)
+    return list(saved.tokens), stored
+
+
+def save_live(store: PrefixStore, context: NativeContext, sequence: int, tokens: list[int], keeping: int) -> None:
+    """Saves a sequence about to lose all but its first ``keeping`` tokens, if it holds at least
+    ``store.min_tokens`` tokens that neither stay live nor sit in the store already."""
+    if len(tokens) <= keeping or not store.budget_bytes:
+        return
+    _, stored = store.best_match(tokens, touch=False)
+    if len(tokens) - max(keeping, stored) >= store.min_tokens:
+        store.put(tokens, context.save_sequence(sequence))
 
 
 def kv_bytes_per_token(model: NativeModel) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_runtime import sampling as sampler
 from edge_runtime.backends.base import SamplingParams, ShouldAbort
-from edge_runtime.backends.llamacpp import LlamaCppBackend, open_native
+from edge_runtime.backends.llamacpp import LlamaCppBackend, new_store, open_native, reuse_prefix
 from edge_runtime.prefix import common_prefix_length
 from edge_runtime.backends.llamacpp_native import NativeBatch, NativeContext, NativeModel
 from edge_runtime.caps import LoadSettings
@@ -166,12 +166,18 @@ class _Scheduler:
                 if not free or not self.waiting:
                     return
                 job = self.waiting.popleft()
-            slot = max(free, key=lambda candidate: common_prefix_length(candidate.cached, job.prompt_ids))
+            # the slot holding the longest prefix of the prompt; among equals, the one holding least
+            slot = max(free, key=lambda candidate: (common_prefix_length(candidate.cached, job.prompt_ids),
+                                                    -len(candidate.cached)))
             self._start(slot, job)
 
     def _start(self, slot: _Slot, job: _Job) -> None:
-        keep = min(common_prefix_length(slot.cached, job.prompt_ids), len(job.prompt_ids) - 1)
         context = self.backend.context
+        reusable = 0
+        if self.backend.settings.prefix_cache:
+            slot.cached, reusable = reuse_prefix(context, self.backend.store, slot.sequence, slot.cached,
+                                                 job.prompt_ids)
+        keep = min(reusable, len(job.prompt_ids) - 1)
         if keep < len(slot.cached) and not context.forget_from(slot.sequence, keep):
             context.forget_from(slot.sequence, 0)
             keep = 0
@@ -270,8 +276,10 @@ class BatchedLlamaCppBackend:
         self.model, self.context, self.settings = model, context, settings
         self.n_parallel, self.n_ctx, self.n_vocab = settings.n_parallel, settings.n_ctx, model.n_vocab
         self.batch = NativeBatch(settings.n_batch, n_seq_max=1)
+        self.store = new_store(settings)  # shared by the slots and the scorer: a state restores into any sequence
         # scoring runs on the scheduler thread through a single-sequence view on the spare sequence id
-        self.scorer = LlamaCppBackend(model, context, settings, sequence=settings.n_parallel, owns_native=False)
+        self.scorer = LlamaCppBackend(model, context, settings, sequence=settings.n_parallel, owns_native=False,
+                                      store=self.store)
         self._seed = np.random.SeedSequence(settings.seed)
         self.scheduler = _Scheduler(self, max_waiting)
 
@@ -330,6 +338,19 @@ class BatchedLlamaCppBackend:
             self.scheduler.poke()
             if job.constraint is not None:
                 self.scheduler.call(job.constraint.close)
+
+    def forget_prefixes(self) -> None:
+        def forget() -> None:
+            for slot in self.scheduler.slots:
+                if slot.job is None:
+                    self.context.forget_from(slot.sequence, 0)
+                    slot.cached.clear()
+            self.scorer.forget_prefixes()
+
+        self.scheduler.call(forget)
+
+    def cache_prefix(self, prefix_ids: Sequence[int]) -> int:
+        return self.scheduler.call(lambda: self.scorer.cache_prefix(prefix_ids))
 
     def score_continuations(self, prefix_ids: Sequence[int],
                             continuations: Sequence[Sequence[int]]) -> list[list[float]]:

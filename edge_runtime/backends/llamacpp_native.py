@@ -163,6 +163,24 @@ class NativeContext:
     def copy_sequence(self, source: int, target: int, end: int) -> None:
         llama_cpp.llama_memory_seq_cp(self.memory, source, target, 0, end)
 
+    def save_sequence(self, sequence: int) -> bytes:
+        """The KV state of one sequence as bytes (llama.cpp's own format), for ``restore_sequence``."""
+        size = llama_cpp.llama_state_seq_get_size(self.pointer, sequence)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.pointer, buffer, size, sequence)
+        if written != size:
+            raise BackendError(f"llama.cpp saved {written:,} of {size:,} bytes of sequence {sequence}")
+        return bytes(buffer)
+
+    def restore_sequence(self, sequence: int, state: bytes) -> bool:
+        """Replaces a sequence's KV cache with a saved state; False (sequence left empty) if it does not fit."""
+        self.forget_from(sequence, 0)
+        source = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_seq_set_data(self.pointer, source, len(state), sequence) == 0:
+            self.forget_from(sequence, 0)
+            return False
+        return True
+
     def clear(self) -> None:
         llama_cpp.llama_memory_clear(self.memory, True)
 

@@ -114,6 +114,12 @@ class EdgeServer:
         m.describe("edge_prefix_cache_bytes", "gauge", "KV cache bytes held for reusable prefixes")
         m.gauge("edge_prefix_cache_hit_ratio", lambda: self._prefix("hit_ratio"))
         m.gauge("edge_prefix_cache_bytes", lambda: self._prefix("bytes_held"))
+        m.describe("edge_prefix_store_bytes", "gauge", "Bytes of saved prefix states (part of edge_prefix_cache_bytes)")
+        m.describe("edge_prefix_store_entries", "gauge", "Saved prefix states in the store")
+        m.describe("edge_prefix_store_restores", "gauge", "Saved prefix states restored since start")
+        m.gauge("edge_prefix_store_bytes", lambda: self._prefix("store_bytes"))
+        m.gauge("edge_prefix_store_entries", lambda: self._prefix("store_entries"))
+        m.gauge("edge_prefix_store_restores", lambda: self._prefix("store_restores"))
         m.gauge("edge_queue_depth", self._queue_depth)
         m.gauge("edge_breaker_state", self._breaker_states)
 

@@ -17,6 +17,9 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--queue", type=int, default=16, help="requests waiting beyond those (default 16)")
     parser.add_argument("--ctx", type=int, default=2048, help="context per request in tokens (default 2048)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--prefix-cache-mb", type=float, default=64.0,
+                        help="memory for saved prompt prefixes beyond the live KV cache (default 64; 0: live only)")
+    parser.add_argument("--no-prefix-cache", action="store_true", help="never reuse KV state between requests")
     parser.add_argument("--max-body-bytes", type=int, default=1_000_000)
     parser.add_argument("--cloud-config", default=None, help="TOML file with [[providers]] (else EDGE_CLOUD_*)")
     parser.add_argument("--ledger", default=None, help="SQLite ledger path (default: user cache folder)")
@@ -55,7 +58,9 @@ def build_server(args: argparse.Namespace):
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         raise SystemExit(f"edge-runtime: error: environment variable {args.api_key_env} is empty or unset")
-    settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_parallel=args.parallel)
+    settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_parallel=args.parallel,
+                            prefix_cache=not args.no_prefix_cache,
+                            prefix_cache_bytes=_megabytes(args.prefix_cache_mb))
     runtime = Runtime.load(args.model, caps=Caps(), settings=settings)
     calibrator = Calibrator.load(args.calibration) if args.calibration else None
     ledger = None if args.no_ledger else Ledger(args.ledger)
@@ -77,3 +82,9 @@ def serve_command(args: argparse.Namespace) -> int:
           f"(cloud: {'on' if server.cascade.gateway else 'off'})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
+
+
+def _megabytes(value: float) -> int:
+    if value < 0:
+        raise SystemExit("--prefix-cache-mb must be >= 0")
+    return int(value * 2**20)

@@ -12,6 +12,8 @@ import jsonschema
 import openai
 import pytest
 
+from tests.greedy import assert_same_greedy_path
+
 from tests.edge_runtime.server.conftest import make_server, running
 
 CAPITAL = [{"role": "user", "content": "Q: What is the capital of France?\nA:"}]
@@ -109,6 +111,25 @@ def test_models_health_and_metrics(raw, client):
                            if line.startswith("edge_prefix_cache_hit_ratio")))
     assert 0.0 < hit_ratio <= 1.0, "a repeated prompt must reuse its cached prefix"
     assert "edge_prefix_cache_bytes" in text
+
+
+def _metric(text: str, name: str) -> float:
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def test_prefixes_beyond_the_slots_come_back_from_the_store(raw, client):
+    """Five long prompts over four slots, twice: the second round restores saved states, same greedy text."""
+    prompts = [" ".join(f"{noun} {index}: keep answers short." for index in range(20)) + "\nQ: Which rule?\nA:"
+               for noun in ("Alpha", "Bravo", "Charlie", "Delta", "Echo")]
+    before = _metric(raw.get("/metrics").text, "edge_prefix_store_restores")
+    rounds = [[client.completions.create(model="any", prompt=prompt, max_tokens=4, temperature=0,
+                                         logprobs=5).choices[0].logprobs for prompt in prompts] for _ in range(2)]
+    text = raw.get("/metrics").text
+    for first, second in zip(*rounds):
+        assert_same_greedy_path(first.tokens, second.tokens, first.top_logprobs)
+    assert _metric(text, "edge_prefix_store_restores") > before
+    assert _metric(text, "edge_prefix_store_entries") >= 1 and _metric(text, "edge_prefix_store_bytes") > 0
+    assert _metric(text, "edge_prefix_cache_bytes") >= _metric(text, "edge_prefix_store_bytes")
 
 
 def test_api_key_is_required_when_configured(batched_runtime):
