@@ -1,9 +1,18 @@
 """Prompt-lookup speculative decoding against plain greedy decoding, side by side in one process.
 
 Workloads: extraction (pull fields out of a few paragraphs: the answer copies spans of the input) and ordinary
-open-ended prompts (little to copy). Reports decode tokens/s, median of the runs, for: plain decoding with the
-default (repacked) weights, plain decoding without repacking, and speculation (which needs unrepacked
-weights so greedy output stays identical). Targets: extraction >= 1.5x; ordinary prompts no more than 3% slower.
+prompts (little to copy). Three runtimes on the same model, runs interleaved so load on the machine hits them
+alike:
+
+* ``plain``: default weights (CPU-repacked where llama.cpp can), no speculation;
+* ``plain_unrepacked``: weights as stored (what exact speculation needs), no speculation;
+* ``speculative``: weights as stored, prompt-lookup drafts gated by ``DraftPolicy`` (drafts only when the
+  measured costs and acceptance say it pays);
+* ``always_draft``: the same drafts verified whenever there is one (the policy's margin set to 0), to show what
+  verification costs on this machine.
+
+Reports decode tokens/s (median over runs and prompts), the measured cost of one decode step and of each extra
+verified position, and acceptance. Targets: extraction >= 1.5x; ordinary prompts no more than 3% slower.
 
     python -m benchmarks.speculation [--runs 5] [--tokens 96] [--threads 2] [--json out.json]
 """
@@ -25,16 +34,38 @@ EXTRACTION = [
      "schedule to weekends and approved a budget of $2,350 for new raised beds from Greenleaf Timber.\n\n"
      "Summary:\nMeeting date: Tuesday, June 11\nLocation:"),
 ]
-ORDINARY = ["Write a short poem about the sea.", "Once upon a time, in a distant kingdom,"]
+ORDINARY = ["Q: Why is the sky blue?\nA:", "Once upon a time, in a distant kingdom,",
+            "The three most important inventions of the 20th century are"]
+VARIANTS = {"plain": {}, "plain_unrepacked": {"speculative": True}, "speculative": {"speculative": True},
+            "always_draft": {"speculative": True}}
 
 
-def decode_rate(runtime, prompt: str, tokens: int) -> float:
-    runtime.backend._rewind_to(0)
-    return runtime.generate(prompt, max_tokens=tokens).timings.decode_tokens_per_s
+def load_variants(path, threads: int | None) -> dict:
+    from edge_runtime.caps import LoadSettings
+    from edge_runtime.runtime import Runtime
+
+    runtimes = {name: Runtime.load(path, settings=LoadSettings(n_threads=threads, prefix_cache=False, **options))
+                for name, options in VARIANTS.items()}
+    runtimes["plain_unrepacked"].backend.speculative = False
+    runtimes["always_draft"].backend.draft_margin = 0.0
+    return runtimes
 
 
-def median_rate(runtime, prompts: list[str], tokens: int, runs: int) -> float:
-    return statistics.median(decode_rate(runtime, prompt, tokens) for _ in range(runs) for prompt in prompts)
+def decode_rates(runtimes: dict, prompts: list[str], tokens: int, runs: int) -> dict[str, list[float]]:
+    rates: dict[str, list[float]] = {name: [] for name in runtimes}
+    for _ in range(runs):
+        for prompt in prompts:
+            for name, runtime in runtimes.items():
+                rates[name].append(runtime.generate(prompt, max_tokens=tokens).timings.decode_tokens_per_s)
+    return rates
+
+
+def summarise(rates: dict[str, list[float]]) -> dict:
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    return {**{f"{name}_tokens_per_s": value for name, value in medians.items()},
+            "speculative_vs_plain": medians["speculative"] / medians["plain"],
+            "always_draft_vs_plain": medians["always_draft"] / medians["plain"],
+            "unrepacked_vs_plain": medians["plain_unrepacked"] / medians["plain"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,23 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    from edge_runtime.caps import LoadSettings
     from edge_runtime.models import resolve_model
-    from edge_runtime.runtime import Runtime
 
-    path = resolve_model(args.model).path
-    default = Runtime.load(path, settings=LoadSettings(n_threads=args.threads))
-    unpacked = Runtime.load(path, settings=LoadSettings(n_threads=args.threads, speculative=True))
-    report = {}
-    for name, prompts in (("extraction", EXTRACTION), ("ordinary", ORDINARY)):
-        unpacked.backend.speculative = False
-        plain_unpacked = median_rate(unpacked, prompts, args.tokens, args.runs)
-        unpacked.backend.speculative = True
-        speculative = median_rate(unpacked, prompts, args.tokens, args.runs)
-        plain = median_rate(default, prompts, args.tokens, args.runs)
-        report[name] = {"plain_tokens_per_s": plain, "plain_unrepacked_tokens_per_s": plain_unpacked,
-                        "speculative_tokens_per_s": speculative, "speedup_vs_plain": speculative / plain,
-                        "speedup_vs_unrepacked": speculative / plain_unpacked}
+    runtimes = load_variants(resolve_model(args.model).path, args.threads)
+    report = {name: summarise(decode_rates(runtimes, prompts, args.tokens, args.runs))
+              for name, prompts in (("extraction", EXTRACTION), ("ordinary", ORDINARY))}
+    costs = runtimes["always_draft"].backend.decode_costs
+    report["costs"] = {"decode_step_s": costs.step_s, "extra_verified_position_s": costs.extra_position_s}
     print(json.dumps(report, indent=2))
     if args.json:
         with open(args.json, "w") as handle:

@@ -55,7 +55,9 @@ class LoadSettings(BaseModel):
     n_gpu_layers: int = 0
     n_parallel: int = Field(default=1, ge=1, le=64)  # sequences decoded together (the server batches them)
     flash_attn: bool | None = None  # None lets llama.cpp decide
-    speculative: bool = False  # prompt-lookup drafts verified in one batch (greedy only; see speculation.py)
+    # greedy decoding verifies prompt-lookup drafts in one batch when measured to pay (see speculation.py); it
+    # loads weights without CPU repacking so a token's logits do not depend on its batch
+    speculative: bool = True
     prefix_cache: bool = True  # reuse the KV state of prompt prefixes seen before (greedy output unchanged)
     prefix_cache_bytes: int = Field(default=64 * 2**20, ge=0)  # saved prefixes beyond the live KV (0: live only)
     seed: int = 0

@@ -10,6 +10,7 @@ prefilled again. When prompts alternate between prefixes, the sequence's state i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from edge_runtime.errors import BackendError, InvalidRequestError
 from edge_runtime.gguf_file import read_header
 from edge_runtime.prefix import PrefixStore, common_prefix_length
 from edge_runtime.results import TokenStep
+from edge_runtime.speculation import DecodeCosts
 
 
 @dataclass
@@ -83,6 +85,9 @@ class LlamaCppBackend:
         self.prefix_reuse = settings.prefix_cache
         self.store = store if store is not None else new_store(settings) if owns_native else None
         self.speculative = settings.speculative
+        self.decode_costs = DecodeCosts()  # this machine's decode costs, learnt by speculative decoding
+        self.draft_margin = 1.05  # how much faster a verification must be expected to be than plain steps
+        self.last_draft_stats = None
         self.prefix_stats = PrefixCacheStats(kv_bytes_per_token=kv_bytes_per_token(model), store=self.store)
         self._pieces: dict[int, bytes] = {}
         self._rng = np.random.default_rng(settings.seed)
@@ -210,10 +215,12 @@ class LlamaCppBackend:
 
     def _speculative_tokens(self, prompt_ids: Sequence[int], sampling: SamplingParams,
                             should_abort: ShouldAbort) -> Iterator[TokenStep]:
-        """Greedy decoding that verifies prompt-lookup drafts in one batch (see ``edge_runtime.speculation``)."""
-        from edge_runtime.speculation import PromptLookup
+        """Greedy decoding that verifies prompt-lookup drafts in one batch when ``DraftPolicy`` expects it to
+        pay (see ``edge_runtime.speculation``)."""
+        from edge_runtime.speculation import DraftPolicy, PromptLookup
 
-        lookup = PromptLookup(prompt_ids)
+        lookup, policy = PromptLookup(prompt_ids), DraftPolicy(self.decode_costs, margin=self.draft_margin)
+        self.last_draft_stats = policy.stats
         budget = min(sampling.max_tokens, self.n_ctx - len(self.cached_tokens))
         logits, produced = self.context.logits_row(-1), 0
         while True:
@@ -223,18 +230,30 @@ class LlamaCppBackend:
             if step.is_end_of_generation or produced >= budget or should_abort():
                 return
             lookup.append(step.token_id)
+            policy.decoded(step.token_id)
             draft = lookup.draft(min(budget - produced - 1, self.chunk_tokens - 1))
-            logits, accepted = yield from self._verify(step.token_id, draft, sampling, lookup)
+            length = policy.length(len(draft))
+            if not length:
+                policy.shadow(draft)
+                logits = self._timed_step(step.token_id)
+                continue
+            logits, accepted = yield from self._verify(step.token_id, draft[:length], sampling, lookup, policy)
             produced += accepted
             if produced >= budget or (accepted and self.model.is_end_of_generation(lookup.tokens[-1])):
                 return
 
-    def _verify(self, token: int, draft: list[int], sampling: SamplingParams, lookup):
+    def _timed_step(self, token: int) -> np.ndarray:
+        started = time.perf_counter()
+        self._decode([token])
+        self.decode_costs.observe_step(time.perf_counter() - started)
+        return self.context.logits_row(-1)
+
+    def _verify(self, token: int, draft: list[int], sampling: SamplingParams, lookup, policy):
         """Decodes ``token`` and the draft together; yields the accepted draft tokens and returns the logits
         for the next position and how many were accepted. Rejected positions are dropped from the KV cache."""
-        self._decode([token, *draft], all_logits=bool(draft))
-        if not draft:
-            return self.context.logits_row(-1), 0
+        started = time.perf_counter()
+        self._decode([token, *draft], all_logits=True)
+        self.decode_costs.observe_verify(len(draft) + 1, time.perf_counter() - started)
         accepted = 0
         for index, guess in enumerate(draft):
             row = self.context.logits_row(index)
@@ -245,7 +264,7 @@ class LlamaCppBackend:
             accepted += 1
             if self.model.is_end_of_generation(guess):
                 break
-        lookup.record(len(draft), accepted)
+        policy.verified(len(draft), accepted)
         logits = np.array(self.context.logits_row(accepted), copy=True)
         self._rewind_to(len(self.cached_tokens) - (len(draft) - accepted))
         return logits, accepted

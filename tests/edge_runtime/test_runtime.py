@@ -41,9 +41,10 @@ def test_greedy_generation_has_text_tokens_usage_and_timings(runtime):
 
 @pytest.fixture(scope="module")
 def same_kernels(bundled_path):
-    """Our runtime with llama-cpp-python's kernel choices (no flash attention) and no KV reuse, so the
-    numbers can be compared exactly; prefix reuse and flash attention change them by a few hundredths."""
-    with Runtime.load(bundled_path, settings=LoadSettings(flash_attn=False)) as loaded:
+    """Our runtime with llama-cpp-python's kernel choices (no flash attention, repacked weights, so no
+    speculation) and no KV reuse, so the numbers can be compared exactly; each of these changes them by a few
+    hundredths."""
+    with Runtime.load(bundled_path, settings=LoadSettings(flash_attn=False, speculative=False)) as loaded:
         loaded.backend.prefix_reuse = False
         yield loaded
 
