@@ -2,7 +2,8 @@
 
 Interleaves, on the bundled model with the same prompt and threads:
   (a) raw ``Llama.generate`` greedy, no log-probabilities (the speed ceiling),
-  (b) ``edge_runtime.Runtime`` greedy with a log-probability for every token,
+  (b) ``edge_runtime.Runtime`` greedy with a log-probability for every token, speculation off (the same
+      repacked weights and plain steps as (a)); (b2) the same with default settings (policy-gated speculation),
   (c) ``Llama.create_completion(logprobs=5)`` with ``logits_all=True`` (what llama-cpp-python needs for them),
 and prints decode tokens/s (median of the runs) with the ratios b/a and b/c. Then cold start: a fresh process
 to its first token, ours against llama-cpp-python's defaults. Targets: b/a >= 0.97, b/c >= 5, cold <= 0.6x.
@@ -42,7 +43,6 @@ def run_raw(llama, tokens: int) -> float:
 
 
 def run_ours(runtime, tokens: int) -> float:
-    runtime.backend.cached_tokens and runtime.backend._rewind_to(0)
     times = []
     for _ in runtime.stream(PROMPT, max_tokens=tokens):
         times.append(time.perf_counter())
@@ -64,12 +64,14 @@ def decode_comparison(path: str, runs: int, tokens: int) -> dict:
 
     raw = Llama(path, n_ctx=2048, n_threads=THREADS, verbose=False)
     with_logits = Llama(path, n_ctx=2048, n_threads=THREADS, logits_all=True, verbose=False)
-    ours = Runtime.load(path, settings=LoadSettings(n_ctx=2048, n_threads=THREADS))
-    ours.backend.prefix_reuse = False
-    rates = {"a_raw_generate": [], "b_edge_runtime": [], "c_logits_all": []}
+    ours = Runtime.load(path, settings=LoadSettings(n_ctx=2048, n_threads=THREADS, speculative=False,
+                                                    prefix_cache=False))
+    default = Runtime.load(path, settings=LoadSettings(n_ctx=2048, n_threads=THREADS, prefix_cache=False))
+    rates = {"a_raw_generate": [], "b_edge_runtime": [], "b2_edge_runtime_default": [], "c_logits_all": []}
     for _ in range(runs + 1):  # the first round warms up and is dropped
         rates["a_raw_generate"].append(run_raw(raw, tokens))
         rates["b_edge_runtime"].append(run_ours(ours, tokens))
+        rates["b2_edge_runtime_default"].append(run_ours(default, tokens))
         rates["c_logits_all"].append(run_logits_all(with_logits, tokens))
     return {name: statistics.median(values[1:]) for name, values in rates.items()} | {"runs": runs, "tokens": tokens}
 
@@ -140,7 +142,8 @@ def format_report(report: dict) -> str:
         f"decode tokens/s (median of {decode['runs']} runs, {decode['tokens']} tokens, {THREADS} threads)",
         "| path | tokens/s |", "|---|---|",
         f"| (a) llama-cpp-python Llama.generate, no logprobs | {decode['a_raw_generate']:.1f} |",
-        f"| (b) edge-runtime, logprob on every token | {decode['b_edge_runtime']:.1f} |",
+        f"| (b) edge-runtime, logprob on every token, no speculation | {decode['b_edge_runtime']:.1f} |",
+        f"| (b2) edge-runtime defaults (policy-gated speculation) | {decode['b2_edge_runtime_default']:.1f} |",
         f"| (c) llama-cpp-python create_completion(logprobs=5), logits_all | {decode['c_logits_all']:.1f} |",
         f"b/a = {ratios['b_over_a']:.3f} (target >= 0.97); b/c = {ratios['b_over_c']:.1f} (target >= 5)",
         f"cold start to first token: ours {cold['ours_s']:.3f} s, llama-cpp-python defaults "

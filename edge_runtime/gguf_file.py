@@ -36,6 +36,7 @@ GGML_BLOCK_SIZES: dict[int, tuple[int, int]] = {
 _SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
                    12: "<d"}
 _STRING, _ARRAY = 8, 9
+_U64 = struct.Struct("<Q")
 
 
 @dataclass
@@ -94,8 +95,19 @@ class _Cursor:
             raise ModelFileError(self.path, f"string length {length:,} is larger than the file")
         return self.take(length).decode("utf-8", errors="replace")
 
-    def skip_string(self) -> None:
-        self.take(self.scalar("<Q"))
+    def skip_strings(self, count: int) -> None:
+        """Skips ``count`` length-prefixed strings without copying them (a vocabulary holds 262k of them)."""
+        buffer, position, end = self.buffer, self.position, len(self.buffer)
+        length_at = _U64.unpack_from
+        for _ in range(count):
+            if position + 8 > end:
+                break
+            position += 8 + length_at(buffer, position)[0]
+        else:
+            if position <= end:
+                self.position = position
+                return
+        raise ModelFileError(self.path, f"truncated GGUF header: a string array runs past byte {end:,}")
 
 
 def _read_value(cursor: _Cursor, value_type: int) -> object:
@@ -118,8 +130,7 @@ def _read_array(cursor: _Cursor) -> object:
     if item_type in _SCALAR_FORMATS:
         cursor.take(count * struct.calcsize(_SCALAR_FORMATS[item_type]))
     elif item_type == _STRING:
-        for _ in range(count):
-            cursor.skip_string()
+        cursor.skip_strings(count)
     else:
         for _ in range(count):
             _read_value(cursor, item_type)
