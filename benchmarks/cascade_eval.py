@@ -35,7 +35,7 @@ REPORT_SCHEMA = 1
 
 THRESHOLD_ENV = "EDGE_CONFIDENCE_THRESHOLD"
 DEFAULT_TARGET_ACCURACY = 0.9
-MIN_SHARED_PREFIX_CHARS = 200
+MIN_SHARED_PREFIX_CHARS = 100
 
 
 @dataclass
@@ -121,10 +121,19 @@ def local_answers(sets: EvalSets, options: EvalOptions) -> tuple[dict[str, Local
     settings = LoadSettings(n_threads=options.threads, prefix_cache=options.prefix_cache)
     with Runtime.load(options.model, settings=settings) as runtime:
         missing = [item for item in items if cache.get(item) is None]
-        for prefix in shared_prefixes(missing) if options.prefix_cache else []:
-            runtime.cache_prefix(prefix)  # every task's few-shot block, so its items reuse it in any order
+        # every task's few-shot block, so its items reuse it in any order
+        kept = [runtime.cache_prefix(prefix) for prefix in (shared_prefixes(missing) if options.prefix_cache else [])]
         answerer = LocalAnswerer(runtime)
-        return answer_all(items, answerer.answer, cache, _progress("local model")), key
+        answers = answer_all(items, answerer.answer, cache, _progress("local model"))
+        _report_prefix_use(runtime, kept)
+        return answers, key
+
+
+def _report_prefix_use(runtime, kept: list[int]) -> None:
+    stats = getattr(runtime.backend, "prefix_stats", None)
+    if stats is not None:
+        print(f"local model: prefix cache kept {sum(1 for count in kept if count)} task prefixes "
+              f"({sum(kept):,} tokens); {stats.hit_ratio:.0%} of prompt tokens reused", file=sys.stderr)
 
 
 def fit_calibrators(sets: EvalSets, answers: dict[str, LocalAnswer], model: str,

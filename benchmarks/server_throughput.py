@@ -68,7 +68,9 @@ async def load_level(url: str, clients: int, requests: int, tokens: int) -> dict
             samples.append(await one_request(http, url, queue.get_nowait(), tokens))
 
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients)) as http:
+    # a fresh connection per request: llama-server may close a kept-alive one just as it is reused
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
     wall = time.perf_counter() - started
     ttfts, latencies = [s[0] for s in samples], [s[1] for s in samples]
@@ -82,8 +84,9 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 180) -> N
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with status {process.returncode}")
-        try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+        try:  # llama-server lists its model before it can answer: ready means a completion comes back
+            body = {"model": "m", "prompt": "Hi", "max_tokens": 1}
+            if httpx.post(url + "/v1/completions", json=body, timeout=30).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -107,7 +110,9 @@ def server_commands(model: str, port: int, llama_server: str | None) -> dict[str
 def measure(name: str, command: list[str], port: int, requests: int, tokens: int) -> list[dict]:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "EDGE_CONFIDENCE_THRESHOLD": "0"}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # stdin stays open: some llama-server builds shut down when their standard input reaches end of file
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=env)
     try:
         wait_ready(url, process)
         asyncio.run(load_level(url, 1, 2, 8))  # warm-up
@@ -153,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
 
     model = str(resolve_model(args.model).path)
     rows = []
-    for name, command in server_commands(model, args.port, args.llama_server).items():
+    for offset, name in enumerate(server_commands(model, args.port, args.llama_server)):
         if args.only and name not in args.only.split(","):
             continue
+        port = args.port + offset  # a port of its own: the previous server's socket may linger
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        rows += measure(name, command, args.port, args.requests, args.tokens)
+        rows += measure(name, server_commands(model, port, args.llama_server)[name], port, args.requests, args.tokens)
     print(format_table(rows))
     print(json.dumps(ratios(rows), indent=2))
     if args.json:

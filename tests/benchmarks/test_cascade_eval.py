@@ -43,7 +43,17 @@ def default_run(tmp_path_factory, cache) -> Path:
     out = tmp_path_factory.mktemp("eval")
     result = run_eval(out, str(TINY), cache=cache)
     assert result.returncode == 0, result.stderr
+    (out / "stderr.log").write_text(result.stderr)
     return out
+
+
+def test_the_local_pass_keeps_each_tasks_few_shot_block_and_reuses_it(default_run):
+    line = next(line for line in (default_run / "stderr.log").read_text().splitlines()
+                if line.startswith("local model: prefix cache"))
+    kept = int(line.split("kept ")[1].split()[0])
+    reused = int(line.split("; ")[1].split("%")[0])
+    assert kept == 2, line  # two tasks in the tiny file, each with a shared few-shot block
+    assert reused >= 50, line
 
 
 def test_report_has_the_keys_outside_checks_read(default_run):
