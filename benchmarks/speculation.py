@@ -36,7 +36,8 @@ EXTRACTION = [
 ]
 ORDINARY = ["Q: Why is the sky blue?\nA:", "Once upon a time, in a distant kingdom,",
             "The three most important inventions of the 20th century are"]
-VARIANTS = {"plain": {}, "plain_unrepacked": {"speculative": True}, "speculative": {"speculative": True},
+VARIANTS = {"plain": {"speculative": False}, "plain_unrepacked": {"speculative": True},
+            "speculative": {"speculative": True},
             "always_draft": {"speculative": True}}
 
 

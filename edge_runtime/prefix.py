@@ -47,6 +47,7 @@ class PrefixStoreStats:
     restored_tokens: int = 0
     saves: int = 0
     evictions: int = 0
+    failed_saves: int = 0
 
 
 class PrefixStore:

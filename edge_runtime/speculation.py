@@ -131,6 +131,8 @@ class DraftPolicy:
         return best
 
     def verified(self, proposed: int, accepted: int) -> None:
+        """Learns from a verified draft; an open shadow draft is dropped (its positions are past)."""
+        self._shadow = []
         self.stats.proposed += proposed
         self.stats.accepted += accepted
         self.stats.verifications += 1

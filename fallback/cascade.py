@@ -14,6 +14,7 @@ escalated after it was committed is logged as ``local-degraded`` with that reaso
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -24,6 +25,8 @@ from edge_runtime.errors import EdgeRuntimeError, InvalidRequestError, PromptToo
 from fallback.errors import FallbackError, PrivacyRefusalError
 from fallback.policy import Decision, LocalOutcome, PolicyConfig, Reason, decide, stop_early
 from fallback.validity import check_output
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -279,6 +282,10 @@ class Cascade:
                 yield piece
             async for piece in bridge.rest():
                 yield piece
+        except (GeneratorExit, asyncio.CancelledError):
+            bridge.cancel()
+            self._record_cancelled(request, started)
+            raise
         finally:
             bridge.cancel()
         leg = bridge.leg()
@@ -312,6 +319,9 @@ class Cascade:
             if texts:  # content already reached the client; before that, the caller decides (and records)
                 self._record_failure(request, *leg_and_decision(), exc, span)
             raise
+        except (GeneratorExit, asyncio.CancelledError):
+            self._record_cancelled(request, started, provider=self._provider_of(None))
+            raise
         usage = response.usage if response is not None else None
         leg, decision = leg_and_decision()
         result = CascadeResult("cloud", decision, "".join(texts),
@@ -342,7 +352,18 @@ class Cascade:
             price_input_per_mtok=provider.price_input_per_mtok if provider else None,
             price_output_per_mtok=provider.price_output_per_mtok if provider else None,
             task=request.task, redaction_count=sum((cloud.redaction_counts or {}).values()) if cloud else 0)
-        result.ledger_id = self.ledger.record(entry)
+        result.ledger_id = self._store(entry)
+
+    def _store(self, entry) -> str | None:
+        """Writes a ledger row; a ledger that cannot be written is logged, never allowed to change what the
+        client gets (an answer already paid for is not thrown away over bookkeeping)."""
+        from fallback.errors import LedgerError
+
+        try:
+            return self.ledger.record(entry)
+        except LedgerError as exc:
+            log.warning("ledger row not written: %s", exc)
+            return None
 
     def _settle(self, request: CascadeRequest, leg: _LocalLeg, result: CascadeResult, span) -> None:
         """A streamed request's end: its ledger row and its span tree."""
@@ -360,11 +381,22 @@ class Cascade:
 
         local = leg.result
         provider = getattr(error, "provider", None)
-        self.ledger.record(LedgerEntry(
+        self._store(LedgerEntry(
             route="failed", reason=decision.reason.value, confidence=leg.outcome.confidence,
             local_tokens_in=local.usage.prompt_tokens if local else 0,
             local_tokens_out=local.usage.completion_tokens if local else 0, local_latency_s=leg.latency_s,
             provider=provider, task=request.task, error=type(error).__name__))
+
+    def _record_cancelled(self, request: CascadeRequest, started: float, provider=None) -> None:
+        """One ``cancelled`` row for a stream the client abandoned; ``provider`` is set when the cloud was
+        streaming (what it cost is not known: no usage came back)."""
+        if self.ledger is None:
+            return
+        from fallback.ledger import LedgerEntry
+
+        self._store(LedgerEntry(route="cancelled", reason="client_disconnected", task=request.task,
+                                local_latency_s=None if provider else time.perf_counter() - started,
+                                provider=provider.name if provider else None))
 
     def _provider_of(self, cloud):
         if self.gateway is None:

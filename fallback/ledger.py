@@ -4,13 +4,14 @@ One row per request: route, reason, confidence, token counts and latencies on ea
 provider, the provider's prices at the time, an optional task label and a correctness label that can be
 set later. Prompt and answer text are never stored. A request that was accepted but ended in an error
 (neither leg could answer, or a cloud stream broke after content reached the client) is recorded too, with
-route ``failed`` and the error's type in ``error``, so the ledger counts every request exactly once.
+route ``failed`` and the error's type in ``error``; a streamed request the client abandoned has route
+``cancelled``; so the ledger counts every request exactly once.
 
 Definitions used by ``summary``:
 
 * served locally: route ``local`` or ``local-degraded`` (the cloud was wanted but failed);
-  escalated: ``cloud``, ``both`` or ``local-degraded``; failed: route ``failed``, counted apart (in
-  ``requests`` and ``failed``, in neither of the others).
+  escalated: ``cloud``, ``both`` or ``local-degraded``; failed (route ``failed``) and cancelled (route
+  ``cancelled``) are counted apart: in ``requests`` and their own counts, in neither of the others.
 * actual cost: the sum of ``cloud_cost_usd``; local inference is counted as free.
 * cloud-only estimate: what sending every request to the cloud would have cost. Tokens are the cloud
   tokens when the request reached the cloud, else the local tokens (an estimate: tokenizers differ).
@@ -37,7 +38,7 @@ from pathlib import Path
 from fallback.errors import LedgerError
 
 SCHEMA_VERSION = 2
-ROUTES = ("local", "cloud", "both", "local-degraded", "failed")
+ROUTES = ("local", "cloud", "both", "local-degraded", "failed", "cancelled")
 LOCAL_ROUTES = frozenset({"local", "local-degraded"})
 
 _SCHEMA = """
@@ -100,7 +101,7 @@ class LedgerEntry:
 
     @property
     def escalated(self) -> bool:
-        return self.route not in ("local", "failed")
+        return self.route not in ("local", "failed", "cancelled")
 
     def cloud_only_cost_usd(self, price: tuple[float, float] | None) -> float | None:
         """Estimated cost had this request gone to the cloud; None when no price is known."""
@@ -122,6 +123,7 @@ class LedgerSummary:
     escalation_rate: float
     failed: int
     failure_rate: float
+    cancelled: int
     escalation_rate_by_reason: dict[str, float]
     total_cost_usd: float
     cost_per_request_usd: float
@@ -218,14 +220,22 @@ class Ledger:
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise LedgerError(f"ledger schema version {version} is newer than this code ({SCHEMA_VERSION})")
-    if version == 0:
-        db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-        return
-    for step in range(version, SCHEMA_VERSION):
-        db.executescript(f"BEGIN; {_MIGRATIONS[step]} PRAGMA user_version = {step + 1}; COMMIT;")
+    """Creates or upgrades the schema inside one write transaction, so two processes opening the same old
+    file at once do not both upgrade it."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LedgerError(f"ledger schema version {version} is newer than this code ({SCHEMA_VERSION})")
+        statements = [_SCHEMA] if version == 0 else [_MIGRATIONS[step] for step in range(version, SCHEMA_VERSION)]
+        for script in statements:
+            for statement in filter(str.strip, script.split(";")):
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _entry_from_row(row: tuple[object, ...]) -> LedgerEntry:
@@ -240,6 +250,7 @@ def summarize(entries: list[LedgerEntry], cloud_only_price: tuple[float, float] 
     local = sum(e.route in LOCAL_ROUTES for e in entries)
     escalated = [e for e in entries if e.escalated]
     failed = sum(e.route == "failed" for e in entries)
+    cancelled = sum(e.route == "cancelled" for e in entries)
     total_cost = sum(e.cloud_cost_usd for e in entries)
     labelled = [e for e in entries if e.correct is not None]
     correct = sum(bool(e.correct) for e in labelled)
@@ -248,7 +259,7 @@ def summarize(entries: list[LedgerEntry], cloud_only_price: tuple[float, float] 
         requests=requests, served_locally=local, local_share=_ratio(local, requests),
         escalated=len(escalated), escalation_rate=_ratio(len(escalated), requests),
         escalation_rate_by_reason=_by_reason(escalated, requests),
-        failed=failed, failure_rate=_ratio(failed, requests),
+        failed=failed, failure_rate=_ratio(failed, requests), cancelled=cancelled,
         total_cost_usd=total_cost, cost_per_request_usd=_ratio(total_cost, requests),
         labelled=len(labelled), correct=correct,
         accuracy=correct / len(labelled) if labelled else None,
@@ -285,7 +296,8 @@ def format_summary(summary: LedgerSummary) -> str:
             ("served locally", f"{summary.served_locally:,} ({summary.local_share:.1%})"),
             ("escalated", f"{summary.escalated:,} ({summary.escalation_rate:.1%})")]
     rows += [(f"  {reason}", f"{rate:.1%}") for reason, rate in summary.escalation_rate_by_reason.items()]
-    rows += [("failed", f"{summary.failed:,} ({summary.failure_rate:.1%})")]
+    rows += [("failed", f"{summary.failed:,} ({summary.failure_rate:.1%})"),
+             ("cancelled by the client", f"{summary.cancelled:,}")]
     rows += [("cloud cost", _usd(summary.total_cost_usd)),
              ("cost per request", _usd(summary.cost_per_request_usd))]
     rows += _label_rows(summary) + _saving_rows(summary)

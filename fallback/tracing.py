@@ -52,7 +52,13 @@ class RequestTracer:
         """The root span of a whole (non-streamed) request, ended on exit; an exception marks it failed."""
         span = self.start(request)
         try:
-            yield span
+            if span is None:
+                yield None
+            else:  # current while the request runs, so instrumented HTTP calls (and traceparent) nest under it
+                from opentelemetry import trace
+
+                with trace.use_span(span, end_on_exit=False):
+                    yield span
         except BaseException as exc:
             self.fail(span, exc)
             raise

@@ -99,7 +99,8 @@ class LlamaCppBackend:
             from edge_runtime.backends.llamacpp_batched import BatchedLlamaCppBackend
 
             return BatchedLlamaCppBackend.load(path, settings)
-        model, context = open_native(path, settings, n_seq_max=1)
+        # exact speculation needs logits that do not depend on the batch: weights as stored, not repacked
+        model, context = open_native(path, settings, n_seq_max=1, repack_weights=not settings.speculative)
         return cls(model, context, settings)
 
     # -- vocabulary ----------------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ class LlamaCppBackend:
         started = time.perf_counter()
         self._decode([token, *draft], all_logits=True)
         self.decode_costs.observe_verify(len(draft) + 1, time.perf_counter() - started)
-        accepted = 0
+        accepted, judged = 0, len(draft)
         for index, guess in enumerate(draft):
             row = self.context.logits_row(index)
             if int(row.argmax()) != guess:
@@ -263,8 +264,9 @@ class LlamaCppBackend:
             lookup.append(guess)
             accepted += 1
             if self.model.is_end_of_generation(guess):
+                judged = accepted  # the guesses after the end were never judged
                 break
-        policy.verified(len(draft), accepted)
+        policy.verified(judged, accepted)
         logits = np.array(self.context.logits_row(accepted), copy=True)
         self._rewind_to(len(self.cached_tokens) - (len(draft) - accepted))
         return logits, accepted
@@ -321,7 +323,7 @@ def reuse_prefix(context: NativeContext, store: PrefixStore | None, sequence: in
     if store is None:
         return cached, live
     saved, stored = store.best_match(prompt_ids)
-    restoring = saved is not None and stored > live
+    restoring = saved is not None and stored - live >= store.min_tokens  # a restore copies the whole state
     save_live(store, context, sequence, cached, 0 if restoring else live)
     if not restoring:
         return cached, live
@@ -337,8 +339,13 @@ def save_live(store: PrefixStore, context: NativeContext, sequence: int, tokens:
     if len(tokens) <= keeping or not store.budget_bytes:
         return
     _, stored = store.best_match(tokens, touch=False)
-    if len(tokens) - max(keeping, stored) >= store.min_tokens:
+    if len(tokens) - max(keeping, stored) < store.min_tokens or context.sequence_state_size(sequence) > \
+            store.budget_bytes:
+        return
+    try:
         store.put(tokens, context.save_sequence(sequence))
+    except (BackendError, MemoryError):
+        store.stats.failed_saves += 1  # keeping a prefix is an optimisation: the request goes on without it
 
 
 def kv_bytes_per_token(model: NativeModel) -> int:
@@ -349,12 +356,13 @@ def kv_bytes_per_token(model: NativeModel) -> int:
     return kv_cache_bytes(read_header(model.path), 1)
 
 
-def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int) -> tuple[NativeModel, NativeContext]:
+def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int,
+                repack_weights: bool) -> tuple[NativeModel, NativeContext]:
     """Checks the file in Python, then loads the model and a context for ``n_seq_max`` sequences of
     ``settings.n_ctx`` tokens each."""
     read_header(path)  # llama.cpp aborts the process on some malformed files: refuse them first
     model = NativeModel(path, use_mmap=settings.use_mmap, n_gpu_layers=settings.n_gpu_layers,
-                        repack_weights=not settings.speculative)
+                        repack_weights=repack_weights)
     try:
         context = NativeContext(model, n_ctx=settings.n_ctx * n_seq_max, n_batch=settings.n_batch,
                                 n_threads=settings.n_threads or default_threads(), n_seq_max=n_seq_max,

@@ -169,7 +169,12 @@ class _Scheduler:
             # the slot holding the longest prefix of the prompt; among equals, the one holding least
             slot = max(free, key=lambda candidate: (common_prefix_length(candidate.cached, job.prompt_ids),
                                                     -len(candidate.cached)))
-            self._start(slot, job)
+            try:
+                self._start(slot, job)
+            except Exception as exc:  # noqa: BLE001 - the job is in no slot yet: fail it here, never hang it
+                self.backend.context.forget_from(slot.sequence, 0)
+                slot.cached.clear()
+                job.output.put(exc if isinstance(exc, BackendError) else BackendError(f"admission failed: {exc!r}"))
 
     def _start(self, slot: _Slot, job: _Job) -> None:
         context = self.backend.context
@@ -285,7 +290,8 @@ class BatchedLlamaCppBackend:
 
     @classmethod
     def load(cls, path: Path, settings: LoadSettings, max_waiting: int = 32) -> "BatchedLlamaCppBackend":
-        model, context = open_native(path, settings, n_seq_max=settings.n_parallel + 1)
+        # the batched path never speculates: weights are repacked for llama.cpp's batched CPU kernels
+        model, context = open_native(path, settings, n_seq_max=settings.n_parallel + 1, repack_weights=True)
         return cls(model, context, settings, max_waiting)
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

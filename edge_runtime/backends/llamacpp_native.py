@@ -163,6 +163,9 @@ class NativeContext:
     def copy_sequence(self, source: int, target: int, end: int) -> None:
         llama_cpp.llama_memory_seq_cp(self.memory, source, target, 0, end)
 
+    def sequence_state_size(self, sequence: int) -> int:
+        return int(llama_cpp.llama_state_seq_get_size(self.pointer, sequence))
+
     def save_sequence(self, sequence: int) -> bytes:
         """The KV state of one sequence as bytes (llama.cpp's own format), for ``restore_sequence``."""
         size = llama_cpp.llama_state_seq_get_size(self.pointer, sequence)

@@ -95,3 +95,14 @@ def test_the_policy_stops_verifying_where_it_costs_more_than_it_saves(bundled_pa
         backend.decode_costs.extra_position_s = 0.0  # free verification: every draft pays
         runtime.generate(DOCUMENT, max_tokens=30)
         assert backend.last_draft_stats.verifications > 0
+
+
+def test_a_verification_drops_an_open_shadow_draft():
+    """Tokens accepted by a verification never pass through ``decoded``: the shadow must not outlive it."""
+    policy = _policy(acceptance=0.6)
+    policy.shadow([1, 2, 3])
+    policy.decoded(1)
+    policy.verified(proposed=2, accepted=2)
+    before = policy.acceptance
+    policy.decoded(9)  # a later token, compared with nothing
+    assert policy.acceptance == before and policy.stats.shadow_guesses == 0

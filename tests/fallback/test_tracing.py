@@ -167,3 +167,31 @@ def test_an_abandoned_stream_ends_its_span_marked_cancelled(runtime, spans):
     _, items, tree = _stream(runtime, spans, PolicyConfig(threshold=0.0), take=1)
     root = tree["edge.request"][0]
     assert len(items) == 1 and root.attributes["edge.cancelled"] is True and root.end_time is not None
+
+
+def test_an_abandoned_stream_is_one_cancelled_ledger_row(runtime, tmp_path):
+    from fallback.ledger import Ledger
+
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        cascade = Cascade(runtime, None, PolicyConfig(threshold=0.0), ledger=ledger)
+
+        async def read_one():
+            stream = await cascade.open_stream(CascadeRequest(prompt=SECRET_PROMPT, max_tokens=10))
+            async for _ in stream.items:
+                break
+            await stream.items.aclose()
+
+        asyncio.run(read_one())
+        rows = ledger.entries()
+        assert [(row.route, row.reason) for row in rows] == [("cancelled", "client_disconnected")]
+        assert ledger.summary().cancelled == 1 and ledger.summary().escalated == 0
+
+
+def test_a_ledger_that_cannot_be_written_does_not_change_the_answer(runtime, tmp_path):
+    from fallback.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.close()  # every write now fails with LedgerError
+    cascade = Cascade(runtime, None, PolicyConfig(threshold=0.0), ledger=ledger)
+    result = asyncio.run(cascade.complete(CascadeRequest(prompt=SECRET_PROMPT, max_tokens=3)))
+    assert result.route_taken == "local" and result.text and result.ledger_id is None
