@@ -131,7 +131,9 @@ def load_runtime(spec: RunSpec):
     from edge_runtime.caps import Caps, LoadSettings
     from edge_runtime.runtime import Runtime
 
-    settings = LoadSettings(n_ctx=spec.n_ctx, n_threads=spec.n_threads, n_gpu_layers=spec.n_gpu_layers)
+    # plain decoding: a device's numbers must not depend on whether this prompt happens to suit speculation
+    settings = LoadSettings(n_ctx=spec.n_ctx, n_threads=spec.n_threads, n_gpu_layers=spec.n_gpu_layers,
+                            speculative=False)
     caps = Caps(max_output_tokens=max(1024, spec.decode_tokens), max_input_tokens=None)
     runtime = Runtime.load(spec.path, caps=caps, settings=settings)
     if hasattr(runtime.backend, "prefix_reuse"):
