@@ -273,7 +273,7 @@ def spec_for(target, options, accelerator: dict) -> RunSpec:
 def roofline_for(target, full: dict, bandwidth: float | None):
     """The decode roofline at the decode runs' average context (shortest prompt + half the decoded tokens)."""
     from benchmarks import roofline
-    from benchmarks.bench_report import RooflineResult, Spread
+    from benchmarks.bench_report import Spread
 
     if not bandwidth or not full["decode_tokens_per_s"]:
         return None
@@ -284,7 +284,7 @@ def roofline_for(target, full: dict, bandwidth: float | None):
     if traffic is None:
         return None
     measured = Spread.of(full["decode_tokens_per_s"]).median
-    return RooflineResult(**roofline.roofline(traffic, bandwidth, measured).to_dict())
+    return roofline.roofline(traffic, bandwidth, measured)
 
 
 def provider_notes(backend: str, spec: RunSpec, full: dict) -> list[str]:

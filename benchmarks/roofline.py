@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 COPY_BYTES = 256 * 1024 * 1024
@@ -57,28 +57,16 @@ class DecodeTraffic:
         return self.weights_bytes + self.kv_bytes_per_position * self.context_tokens
 
 
-@dataclass
-class Roofline:
-    bandwidth_bytes_per_s: float
-    weights_bytes_per_token: int
-    kv_bytes_per_token: int
-    bytes_per_token: int
-    context_tokens: int
-    limit_tokens_per_s: float
-    measured_tokens_per_s: float
-    share_of_limit: float
+def roofline(traffic: DecodeTraffic, bandwidth_bytes_per_s: float, measured_tokens_per_s: float):
+    """The bandwidth limit on decode tokens/s and the measured speed's share of it, as the report records it."""
+    from benchmarks.bench_report import RooflineResult
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def roofline(traffic: DecodeTraffic, bandwidth_bytes_per_s: float, measured_tokens_per_s: float) -> Roofline:
-    """The bandwidth limit on decode tokens/s and the measured speed's share of it."""
     limit = bandwidth_bytes_per_s / traffic.bytes_per_token if traffic.bytes_per_token else 0.0
-    share = measured_tokens_per_s / limit if limit else 0.0
-    kv = traffic.kv_bytes_per_position * traffic.context_tokens
-    return Roofline(bandwidth_bytes_per_s, traffic.weights_bytes, kv, traffic.bytes_per_token,
-                    traffic.context_tokens, limit, measured_tokens_per_s, share)
+    return RooflineResult(
+        bandwidth_bytes_per_s=bandwidth_bytes_per_s, weights_bytes_per_token=traffic.weights_bytes,
+        kv_bytes_per_token=traffic.kv_bytes_per_position * traffic.context_tokens,
+        bytes_per_token=traffic.bytes_per_token, context_tokens=traffic.context_tokens, limit_tokens_per_s=limit,
+        measured_tokens_per_s=measured_tokens_per_s, share_of_limit=measured_tokens_per_s / limit if limit else 0.0)
 
 
 def gguf_weights_read_per_token(tensor_bytes: dict[str, int]) -> int:
