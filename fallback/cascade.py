@@ -283,7 +283,6 @@ class Cascade:
             async for piece in bridge.rest():
                 yield piece
         except (GeneratorExit, asyncio.CancelledError):
-            bridge.cancel()
             self._record_cancelled(request, started)
             raise
         finally:
