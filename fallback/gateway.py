@@ -5,25 +5,37 @@
 1. refuse a ``never_send`` request (``PrivacyRefusalError``) before any I/O;
 2. redact the messages (unless disabled) and keep the counts;
 3. try providers in configured order, skipping one whose circuit breaker is open;
-4. give each attempt ``min(provider.timeout_s, time left before the overall deadline)``;
+4. give each attempt ``min(provider.timeout_s, time left before the deadline)``, wall-clock;
 5. retry connect errors, timeouts, 408, 429 and 5xx with exponential backoff and full jitter, waiting at
    least ``Retry-After`` (seconds or HTTP date) on 429/503; a wait that would cross the deadline is not
    taken, the next provider gets the time left instead. A malformed answer is retried once; other 4xx
    move on to the next provider without a retry and without counting against the breaker, and neither
    does an attempt that the deadline cut short;
-6. raise ``AllProvidersFailedError`` (every provider's last error) when nothing worked.
+6. raise ``AllProvidersFailedError`` (every provider's last error; ``deadline_exceeded`` when time ran out)
+   when nothing worked.
 
-Usage comes from the provider; when it sends none, tokens are estimated at four characters each and
-``Usage.estimated`` is set. Cost is usage times the provider's configured prices.
+Deadlines are wall-clock. One instant bounds the whole escalation: connecting, every attempt, reading the
+body or the stream (a body that drips in a byte at a time is cut when time is up, although no single read
+ever waits long), and the backoff sleeps. It is the earlier of
+
+* the overall deadline (``CloudRequest.deadline_s``, else ``GatewayConfig.overall_deadline_s``), counted
+  from the start of the caller's request: ``CloudRequest.elapsed_s`` says how long it ran before escalating;
+* when ``CloudRequest.local_answer_ready``, the escalation budget, counted from the gateway call: the
+  request's ``escalation_budget_s``, else the provider's, else ``GatewayConfig.escalation_budget_s``. A
+  caller holding a usable local answer should not keep a person waiting on a slow cloud; when the budget
+  runs out the gateway raises like any other deadline and the caller serves its local answer.
 
 Streams are retried only until their first content chunk: once text has reached the caller, a broken,
 cut or stalled stream raises ``StreamInterruptedError`` instead of starting again (which would repeat text).
 After the first content chunk each read may take up to ``provider.timeout_s`` and the whole stream must end
-before the overall deadline. A stream counts as a breaker success once its first chunk arrives; a later
-break adds a failure.
+by the deadline: a stream still running then ends with ``StreamInterruptedError`` (``chunks_yielded`` says
+how much was delivered), which does not count against the provider's breaker. A stream counts as a breaker
+success once its first chunk arrives; a later break adds a failure.
 
-The gateway keeps no per-request state on itself, so one instance may serve concurrent requests.
-httpx errors are translated into ``fallback.errors`` types at the boundary; retries are decided by type.
+The gateway keeps no per-request state on itself, so one instance may serve concurrent requests. Its parts:
+``fallback.retry_policy`` (what to retry, backoff, deadlines; pure), ``fallback.transport`` (httpx errors
+translated into ``fallback.errors`` types at the boundary, SSE parsing) and ``fallback.cloud_wire`` (the
+provider's answer, validated).
 """
 
 from __future__ import annotations
@@ -31,8 +43,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import email.utils
-import json
 import math
 import random
 import ssl
@@ -43,16 +53,23 @@ from typing import Any, TypeVar
 
 import anyio
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from fallback.breaker import CircuitBreaker
+from fallback.cloud_wire import WireChunk, WireCompletion, WireUsage, parse_json, validate_wire
 from fallback.errors import (
-    AllProvidersFailedError, CircuitOpenError, PrivacyRefusalError, ProviderConnectError, ProviderError,
-    ProviderHTTPError, ProviderProtocolError, ProviderRateLimitedError, ProviderTimeoutError,
-    StreamInterruptedError,
+    AllProvidersFailedError, CircuitOpenError, PrivacyRefusalError, ProviderError, ProviderHTTPError,
+    ProviderProtocolError, ProviderTimeoutError, StreamInterruptedError,
 )
 from fallback.providers import GatewayConfig, ProviderConfig
 from fallback.redaction import Redactor, redact_messages
+from fallback.retry_policy import (
+    backoff_s, counts_as_failure, escalation_deadline, is_retryable, parse_retry_after,
+)
+from fallback.transport import OpenStream, raise_for_status, read_first_chunks, translate
+
+__all__ = ["Attempt", "CloudChunk", "CloudGateway", "CloudRequest", "CloudResponse", "Usage", "counts_as_failure",
+           "estimate_tokens", "is_retryable", "parse_retry_after"]
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -62,6 +79,11 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class CloudRequest(BaseModel):
     """One chat request for the cloud; ``deadline_s`` overrides the config's overall deadline.
+
+    ``elapsed_s``: how long the caller's request ran before it escalated (the local model's turn); the
+    overall deadline counts it. ``local_answer_ready``: the caller holds a usable local answer, so the
+    escalation gets the shorter escalation budget (``escalation_budget_s`` here overrides the provider's and
+    the config's). See the module docstring.
 
     ``extra_body`` adds provider-specific fields (``seed``, ``top_p``...); it cannot replace ``model``,
     ``messages`` or ``stream``, and a key set to None is dropped (``{"stream_options": None}`` for a
@@ -80,6 +102,9 @@ class CloudRequest(BaseModel):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     never_send: bool = False
     deadline_s: float | None = Field(default=None, gt=0)
+    elapsed_s: float = Field(default=0.0, ge=0)
+    local_answer_ready: bool = False
+    escalation_budget_s: float | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True)
@@ -130,109 +155,6 @@ class CloudChunk:
     response: CloudResponse | None = None
 
 
-# ================================================================ wire format (validated at the edge)
-
-class _WireModel(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _WireUsage(_WireModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class _WireMessage(_WireModel):
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-
-
-class _WireChoice(_WireModel):
-    message: _WireMessage
-    finish_reason: str | None = None
-
-
-class _WireCompletion(_WireModel):
-    model: str | None = None
-    choices: list[_WireChoice] = Field(min_length=1)
-    usage: _WireUsage | None = None
-
-
-class _WireDelta(_WireModel):
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-
-
-class _WireChunkChoice(_WireModel):
-    index: int = 0
-    delta: _WireDelta = Field(default_factory=_WireDelta)
-    finish_reason: str | None = None
-
-
-class _WireChunk(_WireModel):
-    model: str | None = None
-    choices: list[_WireChunkChoice] = Field(default_factory=list)
-    usage: _WireUsage | None = None
-
-    def first(self) -> _WireChunkChoice | None:
-        return next((c for c in self.choices if c.index == 0), None)
-
-    def carries_content(self) -> bool:
-        choice = self.first()
-        return choice is not None and bool(choice.delta.content or choice.delta.tool_calls or choice.finish_reason)
-
-
-def _parse_json(provider: str, content: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(content)
-    except ValueError as exc:
-        raise ProviderProtocolError(provider, f"answer is not valid JSON ({len(content)} bytes)") from exc
-    if not isinstance(payload, dict):
-        raise ProviderProtocolError(provider, "answer is JSON but not an object")
-    if "error" in payload and "choices" not in payload:
-        raise ProviderProtocolError(provider, f"error in answer: {str(payload['error'])[:200]}")
-    return payload
-
-
-def _validate(provider: str, model: type[BaseModel], payload: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:3])
-        raise ProviderProtocolError(provider, f"unexpected answer shape (bad fields: {fields})") from exc
-
-
-# ================================================================ policy (pure)
-
-def is_retryable(error: ProviderError) -> bool:
-    """Whether the same provider may be tried again after ``error``."""
-    if isinstance(error, ProviderHTTPError):
-        return error.status in (408, 429) or error.status >= 500
-    if isinstance(error, StreamInterruptedError):
-        return False
-    return isinstance(error, (ProviderTimeoutError, ProviderConnectError, ProviderProtocolError))
-
-
-def counts_as_failure(error: ProviderError) -> bool:
-    """Whether ``error`` says the provider is unhealthy (a 400 or 401 says the request or key is wrong)."""
-    return is_retryable(error) or isinstance(error, StreamInterruptedError)
-
-
-def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent or bad."""
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now())
-
-
 def estimate_tokens(text: str) -> int:
     """About four characters per token: the usual rule of thumb for English with BPE tokenizers."""
     return math.ceil(len(text) / 4)
@@ -259,8 +181,8 @@ class _Call:
     messages: list[dict[str, Any]]
     redaction_counts: dict[str, int]
     client: httpx.AsyncClient
-    started: float
-    deadline: float
+    started: float  # when the gateway was called: the escalation's start
+    deadline: float  # time.monotonic() when time is up; set per provider (its budget may differ)
     attempts: list[Attempt] = field(default_factory=list)
     errors: list[Exception] = field(default_factory=list)
     deadline_hit: bool = False
@@ -292,13 +214,13 @@ class _Call:
     def failure(self) -> AllProvidersFailedError:
         return AllProvidersFailedError(self.errors, deadline_exceeded=self.deadline_hit)
 
-    def usage(self, text: str, wire: _WireUsage | None) -> Usage:
+    def usage(self, text: str, wire: WireUsage | None) -> Usage:
         if wire is not None:
             return Usage(wire.prompt_tokens, wire.completion_tokens)
         return Usage(estimate_tokens(_messages_text(self.messages)), estimate_tokens(text), estimated=True)
 
     def response(self, provider: ProviderConfig, text: str, finish_reason: str | None,
-                 wire_usage: _WireUsage | None, model: str | None, raw: dict[str, Any],
+                 wire_usage: WireUsage | None, model: str | None, raw: dict[str, Any],
                  tool_calls: list[dict[str, Any]] | None) -> CloudResponse:
         usage = self.usage(text, wire_usage)
         return CloudResponse(
@@ -308,89 +230,7 @@ class _Call:
             redaction_counts=dict(self.redaction_counts), tool_calls=tool_calls)
 
 
-# ================================================================ HTTP boundary
-
-def _translate(provider: str, exc: httpx.HTTPError) -> ProviderError:
-    """Map an httpx error to ours, by type."""
-    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderTimeoutError(provider, reason)
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return ProviderProtocolError(provider, reason)
-    return ProviderConnectError(provider, reason)
-
-
-def _error_detail(response: httpx.Response) -> str:
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return ""
-    message = error.get("message") if isinstance(error, dict) else error
-    return str(message)[:200] if message else ""
-
-
-def _raise_for_status(provider: str, response: httpx.Response) -> None:
-    status = response.status_code
-    if status < 400:
-        return
-    retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
-    error_type = ProviderRateLimitedError if status == 429 else ProviderHTTPError
-    raise error_type(provider, status, retry_after_s=retry_after, detail=_error_detail(response))
-
-
-def _sse_events(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The ``data`` of each server-sent event (multi-line data joined with newlines)."""
-
-    async def events() -> AsyncIterator[str]:
-        data: list[str] = []
-        async for line in lines:
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            elif not line and data:
-                yield "\n".join(data)
-                data = []
-        if data:
-            yield "\n".join(data)
-
-    return events()
-
-
-class _StreamReader:
-    """Reads one SSE answer chunk by chunk; knows whether it ended properly."""
-
-    def __init__(self, provider: str, response: httpx.Response) -> None:
-        self.provider = provider
-        self.response = response
-        self.raw_chunks: list[dict[str, Any]] = []
-        self._events = _sse_events(response.aiter_lines())
-        self._finished = False
-
-    async def next_chunk(self) -> _WireChunk | None:
-        """The next chunk; None after ``[DONE]``. A stream that just stops is a ProviderProtocolError."""
-        try:
-            data = await self._events.__anext__()
-        except StopAsyncIteration:
-            if self._finished:
-                return None  # lenient: a finish_reason arrived, only [DONE] is missing
-            raise ProviderProtocolError(self.provider, "stream ended without [DONE]") from None
-        if data.strip() == "[DONE]":
-            return None
-        payload = _parse_json(self.provider, data.encode())
-        self.raw_chunks.append(payload)
-        chunk: _WireChunk = _validate(self.provider, _WireChunk, payload)
-        self._finished = self._finished or any(c.finish_reason for c in chunk.choices)
-        return chunk
-
-    async def aclose(self) -> None:
-        await self.response.aclose()
-
-
-@dataclass
-class _OpenStream:
-    reader: _StreamReader
-    buffered: list[_WireChunk]
-    ended: bool  # [DONE] arrived while opening (an empty answer)
-
+# ================================================================ stream totals
 
 @dataclass
 class _StreamTotals:
@@ -398,11 +238,11 @@ class _StreamTotals:
 
     text: list[str] = field(default_factory=list)
     finish_reason: str | None = None
-    usage: _WireUsage | None = None
+    usage: WireUsage | None = None
     model: str | None = None
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
 
-    def add(self, chunk: _WireChunk) -> CloudChunk | None:
+    def add(self, chunk: WireChunk) -> CloudChunk | None:
         """Fold ``chunk`` in; returns what to hand the caller, if anything."""
         self.model = chunk.model or self.model
         self.usage = chunk.usage or self.usage
@@ -570,7 +410,7 @@ class CloudGateway:
 
     def _start(self, request: CloudRequest, client: Callable[[], httpx.AsyncClient],
                redactor: Redactor | None) -> _Call:
-        """Check privacy, redact, and start the deadline clock (before the client, which may take a while)."""
+        """Check privacy, redact, and start the escalation clock (before the client, which may take a while)."""
         started = time.monotonic()
         if request.never_send:
             raise PrivacyRefusalError("request is tagged never_send; it was not sent to any cloud provider")
@@ -578,8 +418,19 @@ class CloudGateway:
         if self.config.redact:
             redacted = redact_messages(request.messages, self.config.redaction_kinds, redactor=redactor)
             messages, counts = redacted.messages, redacted.counts
-        deadline = started + (request.deadline_s or self.config.overall_deadline_s)
-        return _Call(request, messages, counts, client(), started, deadline)
+        call = _Call(request, messages, counts, client(), started, deadline=started)
+        call.deadline = self._deadline(call, self.config.providers[0])
+        return call
+
+    def _deadline(self, call: _Call, provider: ProviderConfig) -> float:
+        """When time is up for ``provider`` on this call (see the module docstring)."""
+        request = call.request
+        budget_s = None
+        if request.local_answer_ready:
+            budget_s = request.escalation_budget_s or provider.escalation_budget_s or self.config.escalation_budget_s
+        return escalation_deadline(request_started=call.started - request.elapsed_s, escalation_started=call.started,
+                                   overall_s=request.deadline_s or self.config.overall_deadline_s,
+                                   escalation_budget_s=budget_s)
 
     # ------------------------------------------------------------ retries at one provider
 
@@ -587,12 +438,14 @@ class CloudGateway:
                             attempt: Callable[[ProviderConfig, _Call, float], Awaitable[T]]) -> T | None:
         """Run ``attempt`` with retries; the result, or None once this provider is given up on."""
         breaker = self.breakers[provider.name]
+        call.deadline = self._deadline(call, provider)
         last_error: Exception | None = None
         protocol_errors = 0
         for retry in range(provider.max_retries + 1):
             if call.remaining() <= 0:
                 call.deadline_hit = True
-                last_error = ProviderTimeoutError(provider.name, "overall deadline reached before this attempt")
+                last_error = ProviderTimeoutError(provider.name, f"deadline reached {call.elapsed():.2f} s into the "
+                                                                 f"escalation, before this attempt")
                 break
             if not breaker.allow():
                 last_error = CircuitOpenError(provider.name)
@@ -645,17 +498,13 @@ class CloudGateway:
             return None
         if isinstance(error, ProviderProtocolError) and protocol_errors > 1:
             return None  # a malformed answer gets one more chance, not two
-        delay = self._backoff(retry)
+        delay = backoff_s(retry, base_s=self.config.backoff_base_s, cap_s=self.config.backoff_max_s,
+                          jitter=self.config.jitter, rng=self._rng)
         if isinstance(error, ProviderHTTPError) and error.retry_after_s is not None:
             delay = max(delay, error.retry_after_s)
         if delay >= call.remaining():
-            return None  # sleeping would cross the overall deadline
+            return None  # sleeping would cross the deadline
         return delay
-
-    def _backoff(self, retry: int) -> float:
-        """Exponential backoff capped at ``backoff_max_s``; full jitter draws uniformly below it."""
-        ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** retry)
-        return self._rng.uniform(0.0, ceiling) if self.config.jitter else ceiling
 
     # ------------------------------------------------------------ HTTP
 
@@ -667,7 +516,7 @@ class CloudGateway:
         return {"headers": headers, "timeout": limits}
 
     async def _post_once(self, provider: ProviderConfig, call: _Call,
-                         timeout: float) -> tuple[_WireCompletion, dict[str, Any]]:
+                         timeout: float) -> tuple[WireCompletion, dict[str, Any]]:
         """One POST; the validated answer and its raw JSON (validated here, so a bad shape is retried)."""
         url = f"{provider.base_url}/chat/completions"
         try:
@@ -677,20 +526,20 @@ class CloudGateway:
         except TimeoutError as exc:
             raise ProviderTimeoutError(provider.name, f"no answer within {timeout:.2f} s") from exc
         except httpx.HTTPError as exc:
-            raise _translate(provider.name, exc) from exc
-        _raise_for_status(provider.name, answer)
-        payload = _parse_json(provider.name, answer.content)
-        return _validate(provider.name, _WireCompletion, payload), payload
+            raise translate(provider.name, exc) from exc
+        raise_for_status(provider.name, answer)
+        payload = parse_json(provider.name, answer.content)
+        return validate_wire(provider.name, WireCompletion, payload), payload
 
     @staticmethod
-    def _whole_response(provider: ProviderConfig, call: _Call, wire: _WireCompletion,
+    def _whole_response(provider: ProviderConfig, call: _Call, wire: WireCompletion,
                         payload: dict[str, Any]) -> CloudResponse:
         choice = wire.choices[0]
         text = choice.message.content or ""
         return call.response(provider, text, choice.finish_reason, wire.usage, wire.model, payload,
                              choice.message.tool_calls)
 
-    async def _open_stream(self, provider: ProviderConfig, call: _Call, timeout: float) -> _OpenStream:
+    async def _open_stream(self, provider: ProviderConfig, call: _Call, timeout: float) -> OpenStream:
         """Send the request and read up to the first content chunk, all within ``timeout``."""
         request = call.client.build_request("POST", f"{provider.base_url}/chat/completions",
                                             json=call.body(provider, stream=True),
@@ -699,33 +548,18 @@ class CloudGateway:
         try:
             with anyio.fail_after(timeout):
                 response = await call.client.send(request, stream=True)
-                return await self._read_first_chunks(provider, response)
+                return await read_first_chunks(provider.name, response)
         except BaseException as exc:
             if response is not None:
                 await response.aclose()
             if isinstance(exc, TimeoutError):
                 raise ProviderTimeoutError(provider.name, f"no first chunk within {timeout:.2f} s") from exc
             if isinstance(exc, httpx.HTTPError):
-                raise _translate(provider.name, exc) from exc
+                raise translate(provider.name, exc) from exc
             raise
 
-    @staticmethod
-    async def _read_first_chunks(provider: ProviderConfig, response: httpx.Response) -> _OpenStream:
-        if response.status_code >= 400:
-            await response.aread()
-            _raise_for_status(provider.name, response)
-        reader = _StreamReader(provider.name, response)
-        buffered: list[_WireChunk] = []
-        while True:
-            chunk = await reader.next_chunk()
-            if chunk is None:
-                return _OpenStream(reader, buffered, ended=True)
-            buffered.append(chunk)
-            if chunk.carries_content():
-                return _OpenStream(reader, buffered, ended=False)
-
     async def _relay(self, provider: ProviderConfig, call: _Call,
-                     opened: _OpenStream) -> AsyncGenerator[CloudChunk, None]:
+                     opened: OpenStream) -> AsyncGenerator[CloudChunk, None]:
         totals, delivered = _StreamTotals(), 0
         try:
             pending, ended = list(opened.buffered), opened.ended
@@ -744,19 +578,30 @@ class CloudGateway:
                               totals.model, raw, tool_calls)
         yield CloudChunk(text="", finish_reason=totals.finish_reason, response=final)
 
-    async def _next_chunk(self, provider: ProviderConfig, call: _Call, opened: _OpenStream,
-                          delivered: int) -> _WireChunk | None:
-        """The next chunk after content has been delivered; any failure now is final."""
+    async def _next_chunk(self, provider: ProviderConfig, call: _Call, opened: OpenStream,
+                          delivered: int) -> WireChunk | None:
+        """The next chunk after content has been delivered; any failure now is final.
+
+        A read cut short by the deadline is not the provider's fault: it does not count against its breaker.
+        """
         timeout = max(0.0, min(provider.timeout_s, call.remaining()))
+        cut_short = timeout < provider.timeout_s
         cause: BaseException
         try:
             with anyio.fail_after(timeout):
                 return await opened.reader.next_chunk()
         except TimeoutError as exc:
             reason, cause = f"no chunk within {timeout:.2f} s", exc
+            if cut_short:
+                call.deadline_hit = True
+                reason = f"deadline reached {call.elapsed():.2f} s into the escalation"
         except httpx.HTTPError as exc:
-            reason, cause = _translate(provider.name, exc).reason, exc
+            reason, cause, cut_short = translate(provider.name, exc).reason, exc, False
         except ProviderProtocolError as exc:
-            reason, cause = exc.reason, exc
-        self.breakers[provider.name].record_failure()
+            reason, cause, cut_short = exc.reason, exc, False
+        breaker = self.breakers[provider.name]
+        if cut_short:
+            breaker.record_ignored()
+        else:
+            breaker.record_failure()
         raise StreamInterruptedError(provider.name, reason, chunks_yielded=delivered) from cause

@@ -4,6 +4,7 @@ Two sources: ``GatewayConfig.from_env()`` for the common single-provider case an
 ``GatewayConfig.from_toml(path)`` for several providers in fallback order::
 
     overall_deadline_s = 30
+    escalation_budget_s = 8             # when a local answer is ready; see GatewayConfig
     redaction_kinds = ["email", "phone", "card"]
 
     [breaker]
@@ -16,6 +17,7 @@ Two sources: ``GatewayConfig.from_env()`` for the common single-provider case an
     api_key_env = "OPENAI_API_KEY"      # the NAME of the variable; the key itself never goes in a file
     price_input_per_mtok = 0.15
     price_output_per_mtok = 0.60
+    escalation_budget_s = 12            # optional: this provider's own budget when a local answer is ready
 
 Config never holds a key: ``api_key_env`` names the environment variable that does, and the gateway reads it
 when it is built. Anything invalid raises ``ConfigError`` naming the field.
@@ -42,6 +44,15 @@ ENV_API_KEY = "EDGE_CLOUD_API_KEY"
 ENV_PRICE_IN = "EDGE_CLOUD_PRICE_IN"
 ENV_PRICE_OUT = "EDGE_CLOUD_PRICE_OUT"
 ENV_TIMEOUT_S = "EDGE_CLOUD_TIMEOUT_S"
+ENV_ESCALATION_BUDGET_S = "EDGE_CLOUD_ESCALATION_BUDGET_S"
+
+# How long an escalation may take when a usable local answer is already waiting, in seconds. Nielsen's
+# response-time limits (Usability Engineering, 1993; "Response Times: The 3 Important Limits") put the
+# limit for keeping a user's attention on a task at about 10 s; past it people switch away. The person has
+# already waited for the local model, so the cloud gets 8 s, leaving ~2 s of that 10 s for a quick local
+# turn. 8 s is enough for a healthy cloud's whole answer of a few hundred tokens (TTFT under 1 s, 50-100
+# tokens/s), so only slow or failing clouds are cut, and the local answer is served instead.
+DEFAULT_ESCALATION_BUDGET_S = 8.0
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -60,6 +71,7 @@ class ProviderConfig(BaseModel):
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
+    escalation_budget_s: float | None = Field(default=None, gt=0)  # overrides the gateway's for this provider
     extra_headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("base_url")
@@ -108,12 +120,18 @@ class BreakerConfig(BaseModel):
 
 
 class GatewayConfig(BaseModel):
-    """Providers in fallback order plus the retry, deadline, breaker and redaction policy."""
+    """Providers in fallback order plus the retry, deadline, breaker and redaction policy.
+
+    ``overall_deadline_s`` bounds a whole escalation from the start of the caller's request;
+    ``escalation_budget_s`` (shorter) bounds one made while a usable local answer is waiting, from the start
+    of the escalation (``DEFAULT_ESCALATION_BUDGET_S`` says why 8 s). Both are wall-clock.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     providers: list[ProviderConfig] = Field(min_length=1)
     overall_deadline_s: float = Field(default=60.0, gt=0)
+    escalation_budget_s: float = Field(default=DEFAULT_ESCALATION_BUDGET_S, gt=0)
     backoff_base_s: float = Field(default=0.25, ge=0)
     backoff_max_s: float = Field(default=8.0, ge=0)
     jitter: bool = True
@@ -159,7 +177,10 @@ class GatewayConfig(BaseModel):
                                 ("price_output_per_mtok", ENV_PRICE_OUT), ("timeout_s", ENV_TIMEOUT_S)):
             if env.get(variable, "").strip():
                 provider[field] = _env_number(env, variable)
-        return cls.build({"providers": [provider]}, source="EDGE_CLOUD_* environment")
+        settings: dict[str, Any] = {"providers": [provider]}
+        if env.get(ENV_ESCALATION_BUDGET_S, "").strip():
+            settings["escalation_budget_s"] = _env_number(env, ENV_ESCALATION_BUDGET_S)
+        return cls.build(settings, source="EDGE_CLOUD_* environment")
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> GatewayConfig:

@@ -18,8 +18,9 @@ from fallback.errors import (
     AllProvidersFailedError, CircuitOpenError, PrivacyRefusalError, ProviderConnectError, ProviderHTTPError,
     ProviderProtocolError, ProviderRateLimitedError, ProviderTimeoutError, StreamInterruptedError,
 )
+from fallback.cloud_wire import WireChunk
 from fallback.gateway import (
-    CloudChunk, CloudGateway, CloudRequest, Usage, _StreamTotals, _WireChunk, is_retryable, parse_retry_after,
+    CloudChunk, CloudGateway, CloudRequest, Usage, _StreamTotals, is_retryable, parse_retry_after,
 )
 from fallback.loopback_cloud import LoopbackCloud
 from fallback.providers import GatewayConfig
@@ -520,7 +521,7 @@ def test_streamed_tool_call_deltas_are_merged() -> None:
         [{"index": 0, "function": {"arguments": '"b": 2}'}}],
     ]
     for delta in deltas:
-        chunk = _WireChunk.model_validate({"choices": [{"index": 0, "delta": {"tool_calls": delta}}]})
+        chunk = WireChunk.model_validate({"choices": [{"index": 0, "delta": {"tool_calls": delta}}]})
         assert totals.add(chunk) is not None
     assert totals.tool_calls[0] == {"id": "call_1", "type": "function",
                                     "function": {"name": "add", "arguments": '{"a": 2, "b": 2}'}}
