@@ -44,11 +44,11 @@ def patient_provider(cloud: LoopbackCloud | DripCloud, **overrides: Any) -> dict
             "max_retries": 2, **overrides}
 
 
-def gateway_for(cloud: LoopbackCloud | DripCloud, provider: dict[str, Any] | None = None,
-                **settings: Any) -> CloudGateway:
+def gateway_for(cloud: LoopbackCloud | DripCloud, provider: dict[str, Any] | None = None, *,
+                sleep: Any = anyio.sleep, **settings: Any) -> CloudGateway:
     config = {"providers": [provider or patient_provider(cloud)], "overall_deadline_s": 30.0,
               "escalation_budget_s": 1.5, "backoff_base_s": 0.01, "backoff_max_s": 0.05, **settings}
-    return CloudGateway(GatewayConfig.build(config), environ={})
+    return CloudGateway(GatewayConfig.build(config), environ={}, sleep=sleep)
 
 
 async def drain(stream: AsyncIterator[CloudChunk], into: list[CloudChunk]) -> None:
@@ -122,14 +122,24 @@ async def test_a_stream_that_already_delivered_chunks_ends_interrupted_at_the_bu
 
 @pytest.mark.anyio
 async def test_backoff_never_sleeps_past_the_budget() -> None:
-    """500s with 0.4 s backoffs: tries at ~0, 0.4, 0.8 s; the next wait would cross 1.0 s, so it stops there."""
+    """500s with 0.4 s backoffs under a 1.0 s budget: every wait ends before the budget does."""
+    wait_ends: list[float] = []
+    started = time.monotonic()
+
+    async def sleep(seconds: float) -> None:
+        wait_ends.append(time.monotonic() + seconds - started)
+        await anyio.sleep(seconds)
+
     with LoopbackCloud(default_fault="500") as cloud:
         gateway = gateway_for(cloud, patient_provider(cloud, max_retries=10), escalation_budget_s=1.0,
-                              backoff_base_s=0.4, backoff_max_s=0.4, jitter=False)
+                              backoff_base_s=0.4, backoff_max_s=0.4, jitter=False, sleep=sleep)
         async with gateway:
-            elapsed, error = await timed_failure(gateway, CloudRequest(messages=MESSAGES, local_answer_ready=True),
-                                                 stream=False)
-    assert elapsed <= 1.0 * SLACK and len(cloud.received) == 3
+            started = time.monotonic()
+            elapsed, _ = await timed_failure(gateway, CloudRequest(messages=MESSAGES, local_answer_ready=True),
+                                             stream=False)
+    assert elapsed <= 1.0 * SLACK
+    assert wait_ends and all(end < 1.0 for end in wait_ends), wait_ends
+    assert len(cloud.received) == len(wait_ends) + 1 <= 3  # tries at ~0, ~0.4, ~0.8 s at the most
 
 
 # ---------------------------------------------------------------- which budget applies
