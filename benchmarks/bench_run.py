@@ -213,7 +213,9 @@ def main() -> int:
 def measure_in_subprocess(spec: RunSpec, on_progress: Callable[[str], None] = lambda step: None,
                           timeout_s: float = 1800) -> dict:
     """Runs ``spec`` in a fresh Python process; ``BenchError`` with the child's message if it fails."""
-    command = [sys.executable, "-m", "benchmarks.bench_run"]
+    from edge_runtime.child_process import python_module_argv
+
+    command = python_module_argv("benchmarks.bench_run")  # ``__run-module`` in a frozen build
     with tempfile.TemporaryFile("w+") as stderr:
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                                    text=True, env=_child_env())
@@ -228,7 +230,7 @@ def measure_in_subprocess(spec: RunSpec, on_progress: Callable[[str], None] = la
         if timed_out.is_set():
             raise BenchError(f"{spec.path}: measurement took longer than {timeout_s:.0f} s and was stopped")
         stderr.seek(0)
-        return _outcome(spec, outcome, stderr.read())
+        return _outcome(spec, outcome, stderr.read(), process.returncode)
 
 
 def _read_messages(process: subprocess.Popen, spec: RunSpec, on_progress: Callable[[str], None]) -> dict | None:
@@ -296,10 +298,15 @@ def provider_notes(backend: str, spec: RunSpec, full: dict) -> list[str]:
     return [f"onnxruntime offers {', '.join(wanted)}, but the ONNX backend ran on {', '.join(used) or 'CPU'}"]
 
 
-def _outcome(spec: RunSpec, outcome: dict | None, stderr: str) -> dict:
+def _outcome(spec: RunSpec, outcome: dict | None, stderr: str, returncode: int | None = None) -> dict:
+    """The child's result message, or a ``BenchError`` that says how the child ended ("was killed by
+    SIGSEGV") and the last line it wrote to stderr."""
+    from edge_runtime.child_process import describe_exit
+
     if outcome is None:
-        last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no output")
-        raise BenchError(f"{spec.path}: the measuring process failed: {last.strip()}")
+        last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "")
+        said = f": {last.strip()}" if last else " (it wrote nothing to stderr)"
+        raise BenchError(f"{spec.path}: the measuring process {describe_exit(returncode)}{said}")
     if outcome["event"] == "error":
         raise BenchError(outcome["message"])
     outcome.pop("event")

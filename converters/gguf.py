@@ -198,9 +198,11 @@ class LlamaCppScorer:
     """A GGUF build run by llama.cpp, with every position's logits kept for the gate."""
 
     def __init__(self, path: Path, n_ctx: int = 512) -> None:
-        llama_cpp = _import_llama_cpp()
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False,
-                                   n_threads=2, seed=0)
+        _import_llama_cpp()
+        from edge_runtime.backends.llamacpp_native import safe_high_level_llama
+
+        self.llm = safe_high_level_llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False,
+                                         n_threads=2, seed=0)
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         self.llm.reset()

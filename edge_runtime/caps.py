@@ -61,3 +61,9 @@ class LoadSettings(BaseModel):
     prefix_cache: bool = True  # reuse the KV state of prompt prefixes seen before (greedy output unchanged)
     prefix_cache_bytes: int = Field(default=64 * 2**20, ge=0)  # saved prefixes beyond the live KV (0: live only)
     seed: int = 0
+    # weights in llama.cpp's extra buffer types (CPU repack, AMX): None decides per CPU (off where AMX is
+    # advertised: it crashes there), True forces them, False refuses them
+    extra_buffers: bool | None = None
+    # the first load of a configuration on this machine runs a short decode in a child process and steps down to
+    # a safer configuration if that child crashes (see edge_runtime.engine.probe); off for self-managed builds
+    native_probe: bool = True

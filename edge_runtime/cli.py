@@ -107,9 +107,20 @@ def plan_command(args: argparse.Namespace) -> int:
 
     budget = args.memory_budget if args.memory_budget is not None else default_memory_budget_bytes()
     caps = Caps(memory_budget_bytes=budget, max_model_bytes=args.max_model_bytes)
-    plan = resolve_model(args.model).plan(caps, LoadSettings(n_ctx=args.ctx))
-    print(json.dumps(plan.to_dict(), indent=2))
+    resolved = resolve_model(args.model)
+    settings = LoadSettings(n_ctx=args.ctx)
+    plan = resolved.plan(caps, settings).to_dict()
+    if resolved.format == "gguf":
+        plan["native"] = _native_choice(resolved.path, settings)
+    print(json.dumps(plan, indent=2))
     return 0
+
+
+def _native_choice(path, settings) -> dict:
+    """The native configuration a load would run with on this CPU, from cached probe verdicts (no probe)."""
+    from edge_runtime.engine.probe import cached_choice
+
+    return cached_choice(path, settings)
 
 
 def _add_models(subparsers) -> None:
@@ -121,13 +132,24 @@ def _add_models(subparsers) -> None:
 def models_command(args: argparse.Namespace) -> int:
     from edge_runtime.models import known_models
 
+    from pathlib import Path
+
+    from edge_runtime.caps import LoadSettings
+
     models = known_models()
+    for model in models:
+        if model["format"] == "gguf":
+            model["native"] = _native_choice(Path(model["path"]), LoadSettings())
     if args.json:
         print(json.dumps(models, indent=2))
         return 0
     for model in models:
         marker = " (default)" if model["default"] else ""
-        print(f"{model['name']}{marker}\t{model['format']}\t{model['bytes']:,} bytes\t{model['path']}")
+        native = model.get("native", {})
+        print(f"{model['name']}{marker}\t{model['format']}\t{model['bytes']:,} bytes\t{model['path']}"
+              + (f"\tnative: {native['configuration']} ({native['status']})" if native else ""))
+        for note in native.get("notes", []):
+            print(f"  note: {note}")
     return 0
 
 
@@ -157,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from edge_runtime.child_process import RUN_MODULE_COMMAND, run_module_main
+
+    if argv[:1] == [RUN_MODULE_COMMAND]:  # a frozen build's ``python -m`` (see edge_runtime.child_process)
+        return run_module_main(argv[1:])
     args = build_parser().parse_args(argv)
     handler = getattr(args, "handler", None) or args.func
     try:

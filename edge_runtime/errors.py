@@ -11,6 +11,8 @@ The tree::
     │   └── PromptTooLongError  the prompt is over the input-token cap (policy "reject")
     ├── InvalidRequestError     a bad argument: empty prompt, bad UTF-8, max_tokens <= 0, ...
     └── BackendError            the native library failed while running
+        ├── EngineCrashedError  the engine's child process died (a signal, an abort, an OOM kill)
+        └── EngineStartingError the engine's child process is starting or restarting and cannot answer yet
 
 Third-party failures are translated at the boundary (``raise BackendError(...) from exc``); messages carry
 the numbers a user needs to act on them.
@@ -63,3 +65,15 @@ class InvalidRequestError(EdgeRuntimeError, ValueError):
 
 class BackendError(EdgeRuntimeError):
     """The native backend failed while loading or running a model."""
+
+
+class EngineCrashedError(BackendError):
+    """The child process running the engine died; ``cause`` names how ("SIGSEGV", "exit status 1")."""
+
+    def __init__(self, message: str, cause: str = "unknown") -> None:
+        self.cause = cause
+        super().__init__(message)
+
+
+class EngineStartingError(BackendError):
+    """The engine is starting or restarting; the request can go to the cloud or wait."""

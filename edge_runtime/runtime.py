@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 from edge_runtime import requests as checks
 from edge_runtime.backends import Backend, SamplingParams, load_backend
@@ -25,6 +26,30 @@ from edge_runtime.prefix import common_prefix_length
 from edge_runtime.results import (ChoiceScores, GenerationResult, StreamEvent, Timings, TokenLogprob, TopLogprob,
                                   Usage)
 from edge_runtime.stopping import StopScanner
+
+
+Isolation = Literal["none", "process", "process-background"]
+ISOLATIONS = ("none", "process", "process-background")
+
+
+def open_backend(resolved: ResolvedModel, settings: LoadSettings, isolation: Isolation) -> tuple[Backend, list[str]]:
+    """The backend for a resolved model, in this process or a supervised child ("process-background" returns
+    at once and starts the child in the background: the server's cold start), and the load's notes."""
+    if isolation not in ISOLATIONS:
+        raise InvalidRequestError(f"isolation must be one of {', '.join(ISOLATIONS)}; got {isolation!r}")
+    if isolation != "none":
+        from edge_runtime.engine.supervisor import SupervisedBackend
+
+        supervised = SupervisedBackend(resolved.format, resolved.path, settings)
+        started = supervised.start_in_background() if isolation == "process-background" else supervised.start()
+        return started, supervised.notes
+    notes: list[str] = []
+    if resolved.format == "gguf":
+        from edge_runtime.engine.probe import safe_settings
+
+        choice = safe_settings(resolved.path, settings)
+        settings, notes = choice.settings, choice.notes
+    return load_backend(resolved.format, resolved.path, settings), notes
 
 
 class GenerationStream:
@@ -45,23 +70,35 @@ class Runtime:
     """A loaded model with its caps. Thread-safe: requests on one runtime run one at a time, or together when
     ``settings.n_parallel`` > 1 gives a batching backend."""
 
-    def __init__(self, backend: Backend, model: ResolvedModel, caps: Caps, load_s: float) -> None:
+    def __init__(self, backend: Backend, model: ResolvedModel, caps: Caps, load_s: float,
+                 notes: list[str] | None = None) -> None:
         self.backend, self.model, self.caps, self.load_s = backend, model, caps, load_s
+        self.notes = notes if notes is not None else []  # how loading adapted to this machine (shared, live)
         self._lock = threading.Lock()
         self._holder: tuple[int, GenerationStream | None] | None = None
 
     @classmethod
     def load(cls, model: str | Path | None = None, *, caps: Caps | None = None,
-             settings: LoadSettings | None = None) -> "Runtime":
-        """Loads ``model`` (a path, a manifest, or None for the bundled default) after checking its fit plan."""
+             settings: LoadSettings | None = None, isolation: Isolation = "none") -> "Runtime":
+        """Loads ``model`` (a path, a manifest, or None for the bundled default) after checking its fit plan.
+
+        ``isolation="process"`` runs the backend in a supervised child process: a native crash there raises
+        ``EngineCrashedError`` in the requests it was serving (never killing this process) and the child is
+        restarted. ``"none"`` (the default) runs it in this process; a GGUF model's first load on a machine is
+        still probed in a child (see ``edge_runtime.engine.probe``)."""
         caps, settings = caps or Caps(), settings or LoadSettings()
         started = time.perf_counter()
         resolved = resolve_model(model, caps=caps, n_ctx=settings.n_ctx)
         plan = resolved.require_fit(caps, settings)
         if resolved.format == "gguf" and plan.prefix_cache_bytes < settings.prefix_cache_bytes:
             settings = settings.model_copy(update={"prefix_cache_bytes": plan.prefix_cache_bytes})
-        backend = load_backend(resolved.format, resolved.path, settings)
-        return cls(backend, resolved, caps, time.perf_counter() - started)
+        backend, notes = open_backend(resolved, settings, isolation)
+        return cls(backend, resolved, caps, time.perf_counter() - started, notes)
+
+    @property
+    def ready(self) -> bool:
+        """False while an isolated engine is starting or restarting (requests then wait for it)."""
+        return bool(getattr(self.backend, "ready", True))
 
     # -- prompts -------------------------------------------------------------------------------------------
     def chat_prompt(self, messages: object) -> str:
@@ -116,7 +153,7 @@ class Runtime:
     def _run(self, stream: GenerationStream, prompt_ids: list[int], sampling: SamplingParams,
              stops: tuple[str, ...], deadlines: Deadlines, dropped: int, notes: list[str]) -> Iterator[StreamEvent]:
         with self._exclusive(stream):
-            record = _Recorder(self, prompt_ids, deadlines, dropped, notes)
+            record = _Recorder(self, prompt_ids, deadlines, dropped, [*self.notes, *notes])
             steps = self.backend.generate_tokens(prompt_ids, sampling, deadlines.expired)
             try:
                 yield from record.events(steps, StopScanner(stops))

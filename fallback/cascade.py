@@ -5,10 +5,13 @@ loaded, else the geometric-mean token probability) and validity -> ``policy.deci
 gateway when escalating -> one ledger row. Offline-first: when the cloud is not configured or every provider
 fails, the local answer is returned marked ``local-degraded`` with the reason; nothing is sent twice.
 
-Streaming holds the first ``commit_after_tokens`` local tokens back: if the running confidence is already
-below the early floor (or the local leg failed) the local leg stops and the cloud answers; otherwise the local
-answer is committed and streams on. Its final decision is still recorded: an answer the policy would have
-escalated after it was committed is logged as ``local-degraded`` with that reason.
+Streaming holds local tokens back until one decision can be made, by the same policy, calibration and
+threshold as a whole answer: on the whole answer when it ends inside the hold, else on the tokens held so far
+(their running confidence). The hold is adaptive: it commits as soon as the running confidence is safely above
+the threshold (``hold_margin``, after ``hold_min_tokens``), holds up to ``commit_after_tokens`` otherwise, and an
+early floor may end it sooner. Escalating stops the local leg and the cloud answers; a committed stream stays
+local to the end, and an answer the policy would have escalated after it was committed is marked
+``policy_wanted_cloud`` (its route still names where the tokens came from: ``local``).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from edge_runtime.errors import EdgeRuntimeError, InvalidRequestError, PromptTooLongError
+from edge_runtime.errors import (EdgeRuntimeError, EngineCrashedError, EngineStartingError, InvalidRequestError,
+                                 PromptTooLongError)
 from fallback.errors import FallbackError, PrivacyRefusalError
 from fallback.policy import Decision, LocalOutcome, PolicyConfig, Reason, decide, stop_early
 from fallback.validity import check_output
@@ -69,6 +73,7 @@ class CascadeResult:
     degraded_reason: str | None = None
     tool_calls: list | None = None
     latency_s: float = 0.0
+    policy_wanted_cloud: bool = False  # a committed local stream the policy would have escalated at its end
 
 
 @dataclass
@@ -82,17 +87,22 @@ class Cascade:
     """Local runtime + policy + optional cloud gateway + optional ledger."""
 
     def __init__(self, runtime, gateway=None, policy: PolicyConfig | None = None, ledger=None,
-                 calibrator=None, commit_after_tokens: int = 8, tracer=None) -> None:
+                 calibrator=None, commit_after_tokens: int = 8, tracer=None, hold_min_tokens: int = 3,
+                 hold_margin: float = 0.1) -> None:
         from fallback.tracing import RequestTracer
 
         self.runtime, self.gateway, self.ledger, self.calibrator = runtime, gateway, ledger, calibrator
         self.tracer = tracer or RequestTracer.from_env()
         self.policy = policy or PolicyConfig()
-        self.commit_after_tokens = commit_after_tokens
+        self.commit_after_tokens = commit_after_tokens  # the longest hold before a stream commits
+        self.hold_min_tokens, self.hold_margin = hold_min_tokens, hold_margin
 
     # -- confidence ------------------------------------------------------------------------------------------
     def confidence_of(self, result) -> float | None:
-        logprobs = [token.logprob for token in result.tokens]
+        return self.confidence_from([token.logprob for token in result.tokens])
+
+    def confidence_from(self, logprobs: list[float]) -> float | None:
+        """The (calibrated, when a calibrator is loaded) confidence of an answer, or of its first tokens."""
         if not logprobs:
             return None
         if self.calibrator is not None:
@@ -126,8 +136,8 @@ class Cascade:
         except InvalidRequestError:
             raise
         except EdgeRuntimeError as exc:
-            return _LocalLeg(None, LocalOutcome(error=f"{type(exc).__name__}: {exc}", route=request.route),
-                             time.perf_counter() - started)
+            return _LocalLeg(None, LocalOutcome(error=f"{type(exc).__name__}: {exc}", route=request.route,
+                                                failure=failure_kind(exc)), time.perf_counter() - started)
         return _LocalLeg(result, self._outcome(request, result), time.perf_counter() - started)
 
     def _outcome(self, request: CascadeRequest, result) -> LocalOutcome:
@@ -140,8 +150,8 @@ class Cascade:
         started = time.perf_counter()
         _refuse_contradiction(request)
         with self.tracer.request(request) as span:
-            if request.route == "cloud":
-                leg = _LocalLeg(None, LocalOutcome(route="cloud"))
+            if request.route == "cloud" or self._local_starting(request):
+                leg = self._skipped_leg(request)
             else:
                 leg = await asyncio.to_thread(self.run_local, request, cancel)
             decision = decide(leg.outcome, self.policy)
@@ -155,6 +165,17 @@ class Cascade:
             self.tracer.finish(span, request, leg, result)
         return result
 
+    def _local_starting(self, request: CascadeRequest) -> bool:
+        """True when the local engine is starting or restarting and the cloud can take the request now."""
+        cloud_usable = self.gateway is not None and not request.never_send and request.route == "auto"
+        return cloud_usable and not getattr(self.runtime, "ready", True)
+
+    @staticmethod
+    def _skipped_leg(request: CascadeRequest) -> _LocalLeg:
+        if request.route == "cloud":
+            return _LocalLeg(None, LocalOutcome(route="cloud"))
+        return _LocalLeg(None, LocalOutcome(error="the local engine is starting", failure="starting"))
+
     async def _route(self, request: CascadeRequest, leg: _LocalLeg, decision: Decision) -> CascadeResult:
         if not decision.escalate:
             if leg.result is None:  # forced local, and the local leg failed: nothing to return
@@ -167,7 +188,7 @@ class Cascade:
             _refuse_unanswerable(leg.outcome, why)
             return self._degraded(leg, decision, why)
         try:
-            cloud = await self.gateway.complete(self._cloud_request(request))
+            cloud = await self.gateway.complete(self._cloud_request(request, leg.result is not None))
         except FallbackError as exc:
             return self._degraded(leg, decision, f"{type(exc).__name__}: {exc}")
         local_tokens = leg.result.usage.prompt_tokens if leg.result is not None else 0
@@ -175,14 +196,14 @@ class Cascade:
                              cloud.usage.prompt_tokens or local_tokens, cloud.usage.completion_tokens,
                              leg.outcome.confidence, leg.result, cloud, tool_calls=cloud.tool_calls or None)
 
-    def _cloud_request(self, request: CascadeRequest):
+    def _cloud_request(self, request: CascadeRequest, local_answer_ready: bool = False):
         from fallback.gateway import CloudRequest
 
         return CloudRequest(messages=request.cloud_messages(), max_tokens=request.max_tokens,
                             temperature=request.temperature, stop=request.stop,
                             response_format=request.response_format, tools=request.tools,
                             tool_choice=request.tool_choice, never_send=request.never_send,
-                            deadline_s=request.deadline_s)
+                            deadline_s=request.deadline_s, local_answer_ready=local_answer_ready)
 
     @staticmethod
     def _local_result(leg: _LocalLeg, decision: Decision, route: str, why: str | None = None) -> CascadeResult:
@@ -233,8 +254,8 @@ class Cascade:
 
     async def _open_stream(self, request: CascadeRequest, span, started: float) -> "CascadeStream":
         _refuse_contradiction(request)
-        if request.route == "cloud":
-            leg = _LocalLeg(None, LocalOutcome(route="cloud"))
+        if request.route == "cloud" or self._local_starting(request):
+            leg = self._skipped_leg(request)
             decision = decide(leg.outcome, self.policy)
             cloud = self._stream_cloud(request, lambda: (leg, decision), started, span)
             try:
@@ -243,10 +264,11 @@ class Cascade:
                 self._record_failure(request, leg, decision, exc, span)
                 raise
         bridge = _LocalStreamBridge(self, request)
-        held = await bridge.hold(self.commit_after_tokens)
-        wants_cloud = bridge.escalate_early and request.route == "auto"
-        if wants_cloud and self.gateway is not None and not request.never_send:
-            return await self._escalate_stream(request, bridge, held, started, span)
+        held = await bridge.hold(lambda logprobs: self._hold_done(request, logprobs))
+        decision = self._hold_decision(request, bridge)
+        cloud_usable = self.gateway is not None and not request.never_send and request.route == "auto"
+        if decision.escalate and cloud_usable:
+            return await self._escalate_stream(request, bridge, held, started, span, decision)
         if bridge.failed():  # say so before any header is sent, not in-band after a 200
             leg = bridge.leg()
             _refuse_unanswerable(leg.outcome, "request is tagged never_send" if request.never_send else
@@ -254,29 +276,59 @@ class Cascade:
             error = CloudUnavailableError(f"the local model could not answer: {leg.outcome.error}")
             self._record_failure(request, leg, decide(leg.outcome, self.policy), error, span)
             raise error
+        if decision.escalate and request.route == "auto":
+            why = "request is tagged never_send" if request.never_send else "no cloud is configured"
+            return CascadeStream("local-degraded", self._stream_local(request, bridge, held, started, span,
+                                                                      degraded=(decision, why)))
         return CascadeStream("local", self._stream_local(request, bridge, held, started, span))
 
-    async def _escalate_stream(self, request, bridge, held, started, span) -> "CascadeStream":
+    def _hold_done(self, request: CascadeRequest, logprobs: list[float]) -> bool:
+        """Whether a stream may stop holding after ``logprobs``: the longest hold is reached, the early floor
+        is crossed, or the running confidence is safely above the threshold. A stream forced to the local
+        model holds only its first token (a failure before it is still an HTTP status, not an in-band error)."""
+        if request.route != "auto":
+            return len(logprobs) >= 1
+        if len(logprobs) >= self.commit_after_tokens or stop_early(logprobs, self.policy):
+            return True
+        if len(logprobs) < self.hold_min_tokens:
+            return False
+        confidence = self.confidence_from(logprobs)
+        return confidence is not None and confidence >= self.policy.threshold + self.hold_margin
+
+    def _hold_decision(self, request: CascadeRequest, bridge: "_LocalStreamBridge") -> Decision:
+        """The policy's decision on what the hold produced: the whole answer when it ended inside the hold,
+        else the tokens held so far (the same threshold; the early floor may escalate sooner)."""
+        if bridge.ended():
+            return decide(bridge.leg().outcome, self.policy)
+        if stop_early(bridge.logprobs, self.policy):
+            return decide(LocalOutcome(stopped_early=True, route=request.route), self.policy)
+        running = LocalOutcome(confidence=self.confidence_from(bridge.logprobs), route=request.route)
+        return decide(running, self.policy)
+
+    async def _escalate_stream(self, request, bridge, held, started, span, decision: Decision) -> "CascadeStream":
         """Tries the cloud up to its first chunk while the local leg keeps going; the local answer streams
         (marked local-degraded) if the cloud fails before anything was sent."""
-        cloud = self._stream_cloud(request, lambda: self._early_leg(bridge), started, span)
+        cloud = self._stream_cloud(request, lambda: self._early_leg(bridge, decision), started, span,
+                                   local_answer_ready=not bridge.failed())
         try:
             primed = await _primed(cloud)
         except FallbackError as exc:
             if bridge.failed():
-                self._record_failure(request, *self._early_leg(bridge), exc, span)
+                self._record_failure(request, *self._early_leg(bridge, decision), exc, span)
                 raise
+            why = f"the cloud failed before answering: {type(exc).__name__}: {exc}"
             return CascadeStream("local-degraded", self._stream_local(request, bridge, held, started, span,
-                                                                      degraded=f"{type(exc).__name__}: {exc}"))
+                                                                      degraded=(decision, why)))
         bridge.cancel()
         return CascadeStream("cloud", primed)
 
-    def _early_leg(self, bridge) -> tuple[_LocalLeg, Decision]:
-        leg = bridge.leg(stopped_early=True)
-        return leg, decide(leg.outcome, self.policy)
+    def _early_leg(self, bridge, decision: Decision) -> tuple[_LocalLeg, Decision]:
+        """What the local leg did before the stream escalated, and the decision the hold took."""
+        leg = bridge.leg(stopped_early=not bridge.ended())
+        return leg, (decision if leg.result is not None else decide(leg.outcome, self.policy))
 
     async def _stream_local(self, request, bridge, held, started, span,
-                            degraded: str | None = None) -> AsyncIterator[object]:
+                            degraded: tuple[Decision, str] | None = None) -> AsyncIterator[object]:
         try:
             for piece in held:
                 yield piece
@@ -293,23 +345,24 @@ class Cascade:
             error = CloudUnavailableError(f"the local model could not answer: {leg.outcome.error}")
             self._record_failure(request, leg, decision, error, span)
             raise error
-        why = "the answer was already streaming when the policy asked for the cloud" if decision.escalate else None
         if degraded:
-            decision, why = Decision(True, Reason.EARLY_LOW_CONFIDENCE, "running confidence fell below the floor"), \
-                f"the cloud failed before answering: {degraded}"
-        result = self._local_result(leg, decision, "local-degraded" if decision.escalate else "local", why)
+            result = self._local_result(leg, degraded[0], "local-degraded", degraded[1])
+        else:
+            result = self._local_result(leg, decision, "local")
+            result.policy_wanted_cloud = decision.escalate and request.route == "auto"
         result.latency_s = time.perf_counter() - started
         self._settle(request, leg, result, span)
         yield result
 
-    async def _stream_cloud(self, request, leg_and_decision, started, span) -> AsyncIterator[object]:
+    async def _stream_cloud(self, request, leg_and_decision, started, span,
+                            local_answer_ready: bool = False) -> AsyncIterator[object]:
         """The cloud's pieces, then its ``CascadeResult``; ``leg_and_decision()`` gives what the local leg did
         (read at the end, once the local leg has stopped)."""
         if self.gateway is None:
             raise CloudUnavailableError("the request asked for the cloud and no cloud is configured")
         texts, response = [], None
         try:
-            async for chunk in self.gateway.stream(self._cloud_request(request)):
+            async for chunk in self.gateway.stream(self._cloud_request(request, local_answer_ready)):
                 if chunk.text:
                     texts.append(chunk.text)
                     yield StreamPiece(chunk.text, None)
@@ -438,6 +491,15 @@ class CloudUnavailableError(FallbackError):
     """Neither leg could answer: the local model failed and the cloud is unavailable or not configured."""
 
 
+def failure_kind(exc: Exception) -> str | None:
+    """"crashed" / "starting" for the engine process's own failures (they have their own reasons)."""
+    if isinstance(exc, EngineCrashedError):
+        return "crashed"
+    if isinstance(exc, EngineStartingError):
+        return "starting"
+    return None
+
+
 def _refuse_contradiction(request: CascadeRequest) -> None:
     """A request forced to the cloud and tagged never_send can never be answered: the caller's mistake."""
     if request.route == "cloud" and request.never_send:
@@ -461,8 +523,7 @@ class _LocalStreamBridge:
         self.loop = asyncio.get_running_loop()
         self.pieces: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
-        self.logprobs: list[float] = []
-        self.escalate_early = False
+        self.logprobs: list[float] = []  # of the tokens held back so far
         self.started = time.perf_counter()
         self._leg: _LocalLeg | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -475,15 +536,14 @@ class _LocalStreamBridge:
                 if self.cancelled.is_set():
                     stream.close()
                     break
-                if event.token is not None:
-                    self.logprobs.append(event.token.logprob)
                 self._hand_over(StreamPiece(event.text, event.token))
             result = stream.result
             self._leg = _LocalLeg(result, self.cascade._outcome(self.request, result),
                                   time.perf_counter() - self.started)
         except EdgeRuntimeError as exc:
             self._leg = _LocalLeg(None, LocalOutcome(error=f"{type(exc).__name__}: {exc}", route=self.request.route,
-                                                     input_too_long=isinstance(exc, PromptTooLongError)))
+                                                     input_too_long=isinstance(exc, PromptTooLongError),
+                                                     failure=failure_kind(exc)))
             if isinstance(exc, InvalidRequestError):
                 self._leg.outcome = LocalOutcome(error=str(exc))
                 self._invalid = exc
@@ -497,22 +557,28 @@ class _LocalStreamBridge:
         except RuntimeError:
             self.cancelled.set()
 
-    async def hold(self, count: int) -> list[str]:
-        """Collects up to ``count`` pieces (fewer if the stream ends) and decides whether to escalate early."""
-        held = []
-        while len(self.logprobs) < count:
+    async def hold(self, done: Callable[[list[float]], bool]) -> list[StreamPiece]:
+        """Collects pieces until ``done(held token log-probabilities)`` says the decision can be made, or the
+        local stream ends; ``logprobs`` then holds the held tokens' log-probabilities."""
+        held: list[StreamPiece] = []
+        self.logprobs = []
+        while not done(self.logprobs):
             piece = await self.pieces.get()
             if piece is self._END:
                 self.pieces.put_nowait(self._END)
+                self._ended = True
                 break
             held.append(piece)
+            if piece.token is not None:
+                self.logprobs.append(piece.token.logprob)
         invalid = getattr(self, "_invalid", None)
         if invalid is not None:
             raise invalid
-        floor_config = self.cascade.policy
-        failed = self._leg is not None and self._leg.result is None
-        self.escalate_early = failed or stop_early(self.logprobs, floor_config)
         return held
+
+    def ended(self) -> bool:
+        """True when the local stream ended inside the hold (its whole answer is known)."""
+        return getattr(self, "_ended", False)
 
     async def rest(self) -> AsyncIterator[str]:
         while True:
@@ -533,5 +599,6 @@ class _LocalStreamBridge:
         leg = self._leg or _LocalLeg(None, LocalOutcome(error="local leg did not finish"))
         if stopped_early:
             leg.outcome = LocalOutcome(confidence=leg.outcome.confidence, stopped_early=leg.result is not None,
-                                       error=leg.outcome.error, input_too_long=leg.outcome.input_too_long)
+                                       error=leg.outcome.error, input_too_long=leg.outcome.input_too_long,
+                                       failure=leg.outcome.failure)
         return leg

@@ -22,6 +22,8 @@ class Reason(str, Enum):
     FORCED_CLOUD = "forced_cloud"
     INPUT_TOO_LONG = "input_too_long"
     LOCAL_ERROR = "local_error"
+    LOCAL_CRASHED = "local_crashed"  # the engine's process died while answering
+    LOCAL_STARTING = "local_starting"  # the engine's process is starting or restarting
     DEADLINE = "deadline"
     TRUNCATED = "truncated"
     INVALID_OUTPUT = "invalid_output"
@@ -48,6 +50,7 @@ class LocalOutcome:
     input_too_long: bool = False
     stopped_early: bool = False
     route: str = "auto"
+    failure: str | None = None  # "crashed" or "starting" when the engine's process could not answer
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,9 @@ def _forced_or_failed(outcome: LocalOutcome) -> Decision | None:
     if outcome.input_too_long:
         return Decision(True, Reason.INPUT_TOO_LONG, "the input is over the local model's cap")
     if outcome.error:
-        return Decision(True, Reason.LOCAL_ERROR, outcome.error)
+        reason = {"crashed": Reason.LOCAL_CRASHED, "starting": Reason.LOCAL_STARTING}.get(outcome.failure,
+                                                                                          Reason.LOCAL_ERROR)
+        return Decision(True, reason, outcome.error)
     return None
 
 

@@ -100,7 +100,7 @@ class LlamaCppBackend:
 
             return BatchedLlamaCppBackend.load(path, settings)
         # exact speculation needs logits that do not depend on the batch: weights as stored, not repacked
-        model, context = open_native(path, settings, n_seq_max=1, repack_weights=not settings.speculative)
+        model, context = open_native(path, settings, n_seq_max=1)
         return cls(model, context, settings)
 
     # -- vocabulary ----------------------------------------------------------------------------------------
@@ -356,13 +356,16 @@ def kv_bytes_per_token(model: NativeModel) -> int:
     return kv_cache_bytes(read_header(model.path), 1)
 
 
-def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int,
-                repack_weights: bool) -> tuple[NativeModel, NativeContext]:
+def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int) -> tuple[NativeModel, NativeContext]:
     """Checks the file in Python, then loads the model and a context for ``n_seq_max`` sequences of
-    ``settings.n_ctx`` tokens each."""
+    ``settings.n_ctx`` tokens each, with weights repacked only where the load path wants it and the CPU allows
+    it (``edge_runtime.engine.safety.use_extra_buffers``)."""
+    from edge_runtime.engine.cpu import system_info
+    from edge_runtime.engine.safety import use_extra_buffers
+
     read_header(path)  # llama.cpp aborts the process on some malformed files: refuse them first
     model = NativeModel(path, use_mmap=settings.use_mmap, n_gpu_layers=settings.n_gpu_layers,
-                        repack_weights=repack_weights)
+                        repack_weights=use_extra_buffers(settings, system_info()))
     try:
         context = NativeContext(model, n_ctx=settings.n_ctx * n_seq_max, n_batch=settings.n_batch,
                                 n_threads=settings.n_threads or default_threads(), n_seq_max=n_seq_max,

@@ -291,7 +291,7 @@ class BatchedLlamaCppBackend:
     @classmethod
     def load(cls, path: Path, settings: LoadSettings, max_waiting: int = 32) -> "BatchedLlamaCppBackend":
         # the batched path never speculates: weights are repacked for llama.cpp's batched CPU kernels
-        model, context = open_native(path, settings, n_seq_max=settings.n_parallel + 1, repack_weights=True)
+        model, context = open_native(path, settings, n_seq_max=settings.n_parallel + 1)
         return cls(model, context, settings, max_waiting)
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

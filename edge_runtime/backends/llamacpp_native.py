@@ -226,3 +226,26 @@ class NativeBatch:
         if self.batch is not None:
             llama_cpp.llama_batch_free(self.batch)
             self.batch = None
+
+
+def safe_high_level_llama(**kwargs) -> "llama_cpp.Llama":
+    """llama-cpp-python's own ``Llama`` (for reference runs and benchmarks), with weights kept out of the extra
+    buffer types where this CPU advertises AMX (``Llama`` has no option for it, so its default model parameters
+    are adjusted for the duration of the construction)."""
+    import llama_cpp.llama_cpp as bindings
+
+    from edge_runtime.engine.cpu import extra_buffers_safe, system_info
+
+    original = bindings.llama_model_default_params
+    allowed = extra_buffers_safe(system_info())
+
+    def defaults():
+        params = original()
+        params.use_extra_bufts = params.use_extra_bufts and allowed
+        return params
+
+    bindings.llama_model_default_params = defaults
+    try:
+        return llama_cpp.Llama(**kwargs)
+    finally:
+        bindings.llama_model_default_params = original

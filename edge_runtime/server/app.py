@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -122,10 +123,22 @@ class EdgeServer:
         m.gauge("edge_prefix_store_restores", lambda: self._prefix("store_restores"))
         m.gauge("edge_queue_depth", self._queue_depth)
         m.gauge("edge_breaker_state", self._breaker_states)
+        m.describe("edge_engine_up", "gauge", "1 while the engine process is ready to decode, else 0")
+        m.describe("edge_engine_restarts_total", "counter", "Engine process restarts, by cause (signal or exit)")
+        m.gauge("edge_engine_up", lambda: {(): float(self.cascade.runtime.ready)})
+        m.gauge("edge_engine_restarts_total", self._engine_restarts)
+
+    def _backend_stats(self) -> dict:
+        """The backend's counters as plain values, whether it runs in this process or in the engine's."""
+        from edge_runtime.engine.messages import backend_stats
+
+        backend = self.cascade.runtime.backend
+        stats = getattr(backend, "stats", None)
+        return stats() if stats is not None else backend_stats(backend)
 
     def _queue_depth(self) -> dict:
         depth = {(("state", "in_flight"),): float(self.admission.in_flight)}
-        backend_depth = getattr(self.cascade.runtime.backend, "queue_depth", None)
+        backend_depth = self._backend_stats().get("queue_depth")
         if backend_depth is not None:
             decoding, waiting = backend_depth
             depth[(("state", "decoding"),)] = float(decoding)
@@ -133,8 +146,28 @@ class EdgeServer:
         return depth
 
     def _prefix(self, field: str) -> dict:
-        stats = getattr(self.cascade.runtime.backend, "prefix_stats", None)
-        return {(): float(getattr(stats, field))} if stats is not None else {}
+        stats = self._backend_stats().get("prefix")
+        return {(): stats[field]} if stats is not None else {}
+
+    def _engine_restarts(self) -> dict:
+        restarts = getattr(self.cascade.runtime.backend, "restarts", {})
+        return {(("cause", cause),): float(count) for cause, count in restarts.items()}
+
+    def health(self) -> tuple[int, dict]:
+        """(status code, body) of ``/health``: ok while the engine is ready; degraded while it starts or
+        restarts (200 if the cloud can answer meanwhile, else 503)."""
+        if not self.ready:
+            return 503, {"status": "loading"}
+        runtime = self.cascade.runtime
+        backend = runtime.backend
+        body = {"status": "ok", "model": self.config.model_name,
+                "engine_pid": getattr(backend, "engine_pid", os.getpid()),
+                "engine": getattr(backend, "state", "ready"),
+                "engine_restarts": dict(getattr(backend, "restarts", {}))}
+        if runtime.ready:
+            return 200, body
+        body["status"] = "degraded"
+        return (200 if self.cascade.gateway is not None else 503), body
 
     def _breaker_states(self) -> dict:
         gateway = self.cascade.gateway
@@ -318,9 +351,8 @@ def create_app(server: EdgeServer) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        if not server.ready:
-            return JSONResponse({"status": "loading"}, status_code=503)
-        return {"status": "ok", "model": server.config.model_name}
+        status_code, body = server.health()
+        return JSONResponse(body, status_code=status_code)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics():

@@ -27,6 +27,11 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--calibration", default=None, help="calibration JSON for free-generation confidence")
     parser.add_argument("--log-prompts", action="store_true", help="write prompts to the log (off by default)")
     parser.add_argument("--model-name", default="edge-runtime-local", help="model id reported by /v1/models")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the llama.cpp engine inside the server process (default: a supervised child "
+                             "process that is restarted if it crashes)")
+    parser.add_argument("--no-native-probe", action="store_true",
+                        help="skip the first-load crash probe of the native configuration (self-managed builds)")
     parser.set_defaults(handler=serve_command)
 
 
@@ -60,8 +65,10 @@ def build_server(args: argparse.Namespace):
         raise SystemExit(f"edge-runtime: error: environment variable {args.api_key_env} is empty or unset")
     settings = LoadSettings(n_ctx=args.ctx, n_threads=args.threads, n_parallel=args.parallel,
                             prefix_cache=not args.no_prefix_cache,
-                            prefix_cache_bytes=_megabytes(args.prefix_cache_mb))
-    runtime = Runtime.load(args.model, caps=Caps(), settings=settings)
+                            prefix_cache_bytes=_megabytes(args.prefix_cache_mb),
+                            native_probe=not args.no_native_probe)
+    isolation = "none" if args.in_process else "process-background"
+    runtime = Runtime.load(args.model, caps=Caps(), settings=settings, isolation=isolation)
     calibrator = Calibrator.load(args.calibration) if args.calibration else None
     ledger = None if args.no_ledger else Ledger(args.ledger)
     cascade = Cascade(runtime, _gateway(args), _policy(calibrator), ledger, calibrator)

@@ -21,9 +21,10 @@ SENTIMENT = ("Review: a delightful, moving film.\nSentiment: positive\n\nReview:
 @pytest.fixture(scope="module")
 def reference(bundled_path):
     """llama-cpp-python's own high-level API with ``logits_all=True``: the slow, trusted path."""
-    from llama_cpp import Llama
+    from edge_runtime.backends.llamacpp_native import safe_high_level_llama
 
-    model = Llama(str(bundled_path), n_ctx=1024, logits_all=True, verbose=False, n_threads=2)
+    model = safe_high_level_llama(model_path=str(bundled_path), n_ctx=1024, logits_all=True, verbose=False,
+                                  n_threads=2)
     yield model
     model.close()
 
