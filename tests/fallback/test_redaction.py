@@ -95,7 +95,7 @@ def test_ip_addresses_are_replaced(address: str) -> None:
     "invalid IBAN GB82 WEST 1234 5698 7654 33 stays",
     "ISBN 978-3-16-148410-0",
     "version 1.2.3 and bad address 256.1.1.1 and 01.02.03.04",
-    "at 12:30:45, MAC 00:1A:2B:3C:4D:5E, slice x[1::2]",
+    "at 12:30:45, MAC 00:00:00:00:00:00, slice x[1::2]",
     "1 000 000 people, local 555-0132, 0000 0000 0000 0000",
 ])
 def test_ordinary_numbers_are_not_redacted(text: str) -> None:
@@ -120,8 +120,8 @@ def test_only_configured_kinds_are_redacted() -> None:
 
 
 def test_unknown_kind_is_a_config_error_naming_known_kinds() -> None:
-    with pytest.raises(ConfigError, match="passport") as info:
-        redact("x", kinds=["email", "passport"])
+    with pytest.raises(ConfigError, match="horoscope") as info:
+        redact("x", kinds=["email", "horoscope"])
     assert all(kind in str(info.value) for kind in ALL_KINDS)
 
 
