@@ -120,7 +120,7 @@ def test_from_toml_reads_providers_in_order_and_settings(tmp_path: Path) -> None
     (TOML + "\nsurprise = 1\n", "surprise"),
     (TOML.replace('model = "small"', 'model = "small"\ntimeout = 5'), "providers.1.timeout"),
     (TOML.replace('name = "backup"', 'name = "primary"'), "unique"),
-    (TOML.replace('["email", "card"]', '["email", "passport"]'), "passport"),
+    (TOML.replace('["email", "card"]', '["email", "horoscope"]'), "horoscope"),
 ])
 def test_invalid_toml_config_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
