@@ -1,5 +1,10 @@
 """Privacy audit: 1,000 generated prompts seeded with personal data and secrets, all sent toward the cloud.
 
+Seeded kinds: e-mails, phones, cards, IBANs, IPs, MACs, secrets (prefixed API keys, JWTs, PEM blocks,
+credentials in URLs, ``api_key=``/``password:``), national IDs (US SSN, UK NINO), passport numbers and birth
+dates after their labels, names after a cue and postal addresses. For labelled kinds only the private part
+counts: "passport no." may arrive, the number may not.
+
 The loopback cloud records every body it receives; not one seeded value may arrive as it was written (nor its
 digits, for numbers written with spaces or dashes). Requests tagged ``never_send`` (header or metadata) never
 reach it. Every log record written meanwhile, at DEBUG on the root, ``uvicorn``, ``edge_runtime``,
@@ -23,7 +28,8 @@ import pytest
 
 from tests.reliability.conftest import GatewayKnobs, build_server, running
 
-KINDS = ("email", "phone", "card", "iban", "secret", "ip")
+KINDS = ("email", "phone", "card", "iban", "secret", "ip", "national_id", "passport", "birth_date", "mac", "name",
+         "address")
 LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "edge_runtime", "fallback", "httpx")
 
 
@@ -66,15 +72,65 @@ def _phone(rng: random.Random) -> str:
         lambda: f"0{rng.randint(20, 99)} {_digits(rng, 4)} {_digits(rng, 4)}"])()
 
 
-def _secret(rng: random.Random) -> str:
+def _secret(rng: random.Random) -> str | tuple[str, str]:
     alphabet = string.ascii_letters + string.digits
+    password = "".join(rng.choices(alphabet + "!#%", k=12))
     return rng.choice([
         lambda: "sk-" + "".join(rng.choices(alphabet, k=40)),
         lambda: "AKIA" + "".join(rng.choices(string.ascii_uppercase + string.digits, k=16)),
         lambda: "ghp_" + "".join(rng.choices(alphabet, k=36)),
         lambda: "xoxb-" + "".join(rng.choices(alphabet, k=24)),
         lambda: "api_key=" + "".join(rng.choices(alphabet, k=32)),
-        lambda: "password: " + "".join(rng.choices(alphabet + "!#%", k=12))])()
+        lambda: "password: " + password,
+        lambda: "AIza" + "".join(rng.choices(alphabet + "_-", k=35)),
+        lambda: "sk_live_" + "".join(rng.choices(alphabet, k=32)),
+        lambda: "eyJhbGciOiJIUzI1NiJ9.eyJ" + "".join(rng.choices(alphabet, k=30)) + "." + "".join(rng.choices(alphabet, k=43)),
+        lambda: ("-----BEGIN PRIVATE KEY-----\n" + "".join(rng.choices(alphabet + "+/", k=64)) + "\n"
+                 + "".join(rng.choices(alphabet + "+/", k=40)) + "\n-----END PRIVATE KEY-----"),
+        lambda: (f"postgres://app:{password}@db.internal:5432/prod", f"app:{password}")])()
+
+
+def _national_id(rng: random.Random) -> str:
+    if rng.random() < 0.5:  # US SSN: area 001-899 but not 666, group and serial not zero
+        area = rng.choice([a for a in range(1, 900) if a != 666])
+        return f"{area:03d}-{rng.randint(1, 99):02d}-{rng.randint(1, 9999):04d}"
+    prefix = rng.choice(["AB", "CE", "JH", "KL", "NP", "SW", "TW", "WX"])  # allowed NINO prefixes
+    digits = _digits(rng, 6)
+    return rng.choice([f"{prefix}{digits}C", f"{prefix} {digits[:2]} {digits[2:4]} {digits[4:]} A"])
+
+
+FIRST = ["Maria", "James", "Aisha", "Lukas", "Chloé", "Mateo", "Priya", "Sven", "Olga", "Hiroshi"]
+LAST = ["Garcia", "O'Neill", "Schmidt", "Dubois", "Rossi", "Kowalski", "Nakamura", "Okafor", "van Dijk", "Lindqvist"]
+CUES = ["patient", "Dear", "my colleague", "Mr", "Dr.", "customer"]
+
+
+def _name(rng: random.Random) -> tuple[str, str]:
+    name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+    return f"{rng.choice(CUES)} {name}", name
+
+
+def _address(rng: random.Random) -> str:
+    street = rng.choice(["Baker Street", "Elm Avenue", "Mill Lane", "Harbour Road", "Oak Drive"])
+    city, code = rng.choice([("London", f"NW{rng.randint(1, 9)} {rng.randint(1, 9)}XE"), ("Leeds", f"LS{rng.randint(1, 28)} 4AY"),
+                             ("Springfield, IL", f"{rng.randint(60000, 62999)}")])
+    return rng.choice([f"{rng.randint(1, 999)} {street}, {city} {code}",
+                       f"Hauptstraße {rng.randint(1, 200)}, {rng.randint(10000, 99999)} Berlin"])
+
+
+def _passport(rng: random.Random) -> tuple[str, str]:
+    number = rng.choice(string.ascii_uppercase) + _digits(rng, 8)
+    return f"passport no. {number}", number
+
+
+def _birth_date(rng: random.Random) -> tuple[str, str]:
+    month = rng.choice(["January", "March", "July", "October"])
+    day, year = rng.randint(1, 28), rng.randint(1940, 2010)
+    date = rng.choice([f"{day} {month} {year}", f"{year}-{rng.randint(1, 12):02d}-{day:02d}", f"{day:02d}/{rng.randint(1, 12):02d}/{year}"])
+    return f"{rng.choice(['born on', 'date of birth:', 'DOB'])} {date}", date
+
+
+def _mac(rng: random.Random) -> str:
+    return rng.choice([":", "-"]).join(f"{rng.randint(0, 255):02x}" for _ in range(6))
 
 
 def _ip(rng: random.Random) -> str:
@@ -88,7 +144,9 @@ def _email(rng: random.Random) -> str:
     return f"{name}.{rng.choice(['doe', 'smith', 'li'])}@{rng.choice(['example.com', 'mail.co.uk', 'corp.io'])}"
 
 
-MAKERS = {"email": _email, "phone": _phone, "card": _card, "iban": _iban, "secret": _secret, "ip": _ip}
+MAKERS = {"email": _email, "phone": _phone, "card": _card, "iban": _iban, "secret": _secret, "ip": _ip,
+          "national_id": _national_id, "passport": _passport, "birth_date": _birth_date, "mac": _mac, "name": _name,
+          "address": _address}
 FILLERS = ["Please summarise this for me:", "My details are", "Can you check", "Forward it to", "Note that",
            "The server at", "I paid with", "Transfer to", "Use the credential", "Call me on"]
 
@@ -106,11 +164,18 @@ def generate_prompts(count: int, seed: int = 7) -> list[Prompt]:
     prompts = []
     for index in range(count):
         marker = "".join(rng.choices(string.ascii_lowercase, k=14))
-        values = [MAKERS[kind](rng) for kind in rng.sample(KINDS, rng.randint(1, 4))]
-        sentences = [f"{rng.choice(FILLERS)} {value} ." for value in values]
+        seeded = [_as_pair(MAKERS[kind](rng)) for kind in rng.sample(KINDS, rng.randint(1, 4))]
+        values = [private for _, private in seeded]
+        sentences = [f"{rng.choice(FILLERS)} {written} ." for written, _ in seeded]
         text = f"[{marker}] " + " ".join(sentences)
         prompts.append(Prompt(marker, values, *_shape(rng, index, text)))
     return prompts
+
+
+def _as_pair(made: str | tuple[str, str]) -> tuple[str, str]:
+    """(as written in the prompt, the private part that must not arrive): a label such as "passport no."
+    may arrive, the number after it may not."""
+    return made if isinstance(made, tuple) else (made, made)
 
 
 def _shape(rng: random.Random, index: int, text: str) -> tuple[dict, str]:
@@ -132,7 +197,7 @@ def _shape(rng: random.Random, index: int, text: str) -> tuple[dict, str]:
 
 def leaks(prompt: Prompt, sent: str) -> list[str]:
     """Seeded values that arrived as written, or whose digits did (for values written with separators)."""
-    found = [value for value in prompt.values if value in sent]
+    found = [value for value in prompt.values if value in sent or json.dumps(value, ensure_ascii=False)[1:-1] in sent]
     sent_digits = re.sub(r"\D", "", sent)
     for value in prompt.values:
         digits = re.sub(r"\D", "", value)
