@@ -37,6 +37,7 @@ class CachedDecoderBackend:
         raise NotImplementedError
 
     def _rewind_to(self, keep: int) -> None:
+        """Drops cached tokens after ``keep``; a format that cannot may drop more (down to none)."""
         del self.cached_tokens[keep:]
 
     # -- vocabulary ----------------------------------------------------------------------------------------
@@ -98,9 +99,15 @@ class CachedDecoderBackend:
         for continuation in map(list, continuations):
             rest = []
             if len(continuation) > 1:
-                rows = self._decode(continuation[:-1])
+                rows = self._continuation_rows(continuation[:-1])
                 rest = [float(row[token]) - sampler.log_sum_exp(row) for row, token in zip(rows, continuation[1:])]
                 self._rewind_to(prefix_length)
+                if len(self.cached_tokens) < prefix_length:  # the cache could not rewind: it started afresh
+                    self.prefill(prefix_ids, lambda: False)
             scores.append([float(first_row[continuation[0]]) - first_normaliser, *rest])
         self.last_logits = first_row
         return scores
+
+    def _continuation_rows(self, tokens: list[int]) -> np.ndarray:
+        """One row of logits per token of ``tokens`` (appended to the cache)."""
+        return self._decode(tokens)
