@@ -25,7 +25,7 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("source", type=Path, help="a .gguf file or a Hugging Face model folder")
     parser.add_argument("--targets", default="gguf,onnx,coreml", help="comma-separated: gguf, onnx, coreml")
     parser.add_argument("--quant", action="append", default=[], metavar="TARGET=PRESET[,PRESET]",
-                        help="presets per target (defaults: gguf=Q8_0,Q4_K_M onnx=fp32,int8 coreml=int8,int4)")
+                        help="presets per target (defaults: gguf=Q8_0,Q4_K_M onnx=int4,int8,fp32 coreml=int8,int4)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; manifest.json goes there")
     parser.add_argument("--allow-degraded", action="store_true",
                         help="exit 0 even when the quality gate rejects a build (it stays 'rejected')")

@@ -1,15 +1,20 @@
-"""ONNX target: export (torch definition -> fp32 graph with KV-cache I/O), quantize (onnxruntime), validate.
+"""ONNX target: export, quantize, validate, in two layouts.
 
-The graph's inputs and outputs are the ones ``edge_runtime.backends.onnx`` drives: ``input_ids`` (1, T),
-``past_key_values.{i}.key|value`` (1, kv_heads, P, head_dim) -> ``logits`` (1, T, vocab),
-``present.{i}.key|value``. Export uses the TorchScript exporter (``dynamo=False``): it keeps sizes read from
-shapes dynamic, so one graph serves prefill (P = 0) and decode (T = 1). Weights go to ``model.onnx.data``.
+``int4``, ``int8``, ``fp32`` (the default presets): ONNX Runtime GenAI model folders made by onnxruntime-genai's
+model builder (``converters.onnx_genai``): fused ``GroupQueryAttention``, weight-only ``MatMulNBits`` (symmetric
+blocks of 32, accuracy level 4), ``genai_config.json``. ``onnxruntime_genai.Model(folder)`` loads them, so the
+GenAI SDKs and apps built on them run our builds; ``fp32`` is the reference the quantized presets are read
+against. The builder handles every architecture this project converts (llama, gemma3).
 
-Presets: ``fp32``; ``int8`` (weight-only ``MatMulNBits`` with 8-bit symmetric blocks of 32, computed with
-int8 activations per block: ``accuracy_level=4``); ``int4`` (the same with 4 bits); ``int8-dynamic``
-(onnxruntime ``quantize_dynamic``: per-tensor activation quantization; fastest, but on Gemma 3 270M its
-mean KL was 0.27 and the gate rejects it, where weight-only int8 measured 0.002). Embedding tables are
-quantized too where onnxruntime supports it (``GatherBlockQuantized``).
+``portable-fp32``, ``int8-dynamic``: our own exporter (torch definition -> TorchScript export), kept for what
+the builder cannot make: a graph of standard ONNX operators only (no ``com.microsoft`` contrib ops, so any
+ONNX runtime can run it, not only onnxruntime), with explicit KV-cache I/O that ``edge_runtime.backends.onnx``
+drives without onnxruntime-genai. ``int8-dynamic`` is onnxruntime's dynamic quantization (``MatMulInteger``,
+per-tensor activation scales): on Gemma 3 270M its mean KL was 0.27 and the gate rejects it.
+
+The explicit-KV graph: ``input_ids`` (1, T), ``past_key_values.{i}.key|value`` (1, kv_heads, P, head_dim) ->
+``logits`` (1, T, vocab), ``present.{i}.key|value``; ``dynamo=False`` keeps sizes read from shapes dynamic,
+so one graph serves prefill (P = 0) and decode (T = 1). Weights go to ``model.onnx.data``.
 optimum-onnx is deliberately not used: it pins transformers<4.58, which tokenizes GGUF Gemma 3 wrongly.
 """
 
@@ -23,8 +28,10 @@ from converters.errors import ExportError, MissingDependencyError, UnknownPreset
 from converters.source import SourceModel
 
 TARGET = "onnx"
-PRESETS = ("fp32", "int8", "int4", "int8-dynamic")
-DEFAULT_PRESETS = ("fp32", "int8")
+GENAI_PRESETS = ("int4", "int8", "fp32")
+PORTABLE_PRESETS = ("portable-fp32", "int8-dynamic")
+PRESETS = (*GENAI_PRESETS, *PORTABLE_PRESETS)
+DEFAULT_PRESETS = GENAI_PRESETS
 GATE_METHOD = "runtime"
 OPSET = 18  # the block quantizer upgrades graphs to opset 21; 18 keeps ReduceMean valid there
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
@@ -34,13 +41,17 @@ def build(source: SourceModel, preset: str, out_dir: Path, work_dir: Path) -> tu
     """Writes the build folder for ``preset`` (model, tokenizer, metadata); returns it and notes."""
     if preset not in PRESETS:
         raise UnknownPresetError(f"unknown onnx preset {preset!r}; known: {', '.join(PRESETS)}")
+    if preset in GENAI_PRESETS:
+        from converters import onnx_genai
+
+        return onnx_genai.build(source, preset, out_dir, work_dir)
     fp32 = work_dir / "onnx-fp32" / MODEL_FILE
     if not fp32.is_file():
         export(source, fp32)
     out_dir.mkdir(parents=True, exist_ok=True)
     quantize(fp32, out_dir / MODEL_FILE, preset)
     write_sidecar_files(source, out_dir)
-    return out_dir, []
+    return out_dir, ["portable layout: standard ONNX operators, explicit KV-cache I/O (not a GenAI folder)"]
 
 
 def write_sidecar_files(source: SourceModel, out_dir: Path) -> None:
@@ -114,13 +125,11 @@ def _move_weights_to_data_file(path: Path) -> Path:
 def quantize(fp32_path: Path, out_path: Path, preset: str) -> Path:
     for stale in (out_path, out_path.with_name(DATA_FILE)):
         stale.unlink(missing_ok=True)
-    if preset == "fp32":
+    if preset == "portable-fp32":
         shutil.copyfile(fp32_path, out_path)
         shutil.copyfile(fp32_path.with_name(DATA_FILE), out_path.with_name(DATA_FILE))
-    elif preset == "int8-dynamic":
-        _quantize_dynamic_int8(fp32_path, out_path)
     else:
-        _quantize_blocks(fp32_path, out_path, bits=8 if preset == "int8" else 4)
+        _quantize_dynamic_int8(fp32_path, out_path)
     return out_path
 
 
@@ -135,23 +144,6 @@ def _quantize_dynamic_int8(fp32_path: Path, out_path: Path) -> None:
     except Exception as exc:  # onnxruntime.quantization raises plain exceptions
         raise ExportError(f"onnxruntime int8 quantization failed: {exc}") from exc
     _normalise_data_file(out_path)
-
-
-def _quantize_blocks(fp32_path: Path, out_path: Path, bits: int) -> None:
-    """Weight-only block quantization of MatMul (and Gather) weights; activations stay float."""
-    onnx = _import("onnx")
-    _import("onnxruntime")
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    try:
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32_path)), bits=bits, block_size=32, is_symmetric=True,
-                                         accuracy_level=4, op_types_to_quantize=("MatMul", "Gather"),
-                                         quant_axes=(("MatMul", 0), ("Gather", 1)))
-        quantizer.process()
-    except Exception as exc:  # onnxruntime.quantization raises plain exceptions
-        raise ExportError(f"onnxruntime {bits}-bit block quantization failed: {exc}") from exc
-    onnx.save_model(quantizer.model.model, str(out_path), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location=DATA_FILE, size_threshold=1024)
 
 
 def _normalise_data_file(path: Path) -> None:
@@ -171,7 +163,7 @@ def _normalise_data_file(path: Path) -> None:
 # --- validate ---------------------------------------------------------------------------------------------
 
 class OnnxScorer:
-    """An ONNX build run by onnxruntime through the runtime's own session class."""
+    """A portable ONNX build run by onnxruntime through the runtime's own session class."""
 
     def __init__(self, build_dir: Path) -> None:
         import numpy as np
@@ -197,7 +189,12 @@ class OnnxScorer:
         self.session.close()
 
 
-def scorer(entry: Path, source: SourceModel) -> OnnxScorer:
+def scorer(entry: Path, source: SourceModel):
+    """onnxruntime-genai for a GenAI folder, onnxruntime for the portable layout."""
+    if (Path(entry) / "genai_config.json").is_file():
+        from converters.onnx_genai import GenaiScorer
+
+        return GenaiScorer(entry)
     return OnnxScorer(entry)
 
 

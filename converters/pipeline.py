@@ -25,8 +25,8 @@ from converters.manifest import Build, GateThresholds, Manifest, SourceInfo
 from converters.source import SourceModel, load_source, sha256_of
 
 TARGET_MODULES = {"gguf": "converters.gguf", "onnx": "converters.onnx", "coreml": "converters.coreml"}
-TOOLS = ("torch", "onnx", "onnxruntime", "coremltools", "gguf", "llama-cpp-python", "transformers",
-         "tokenizers", "safetensors")
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxruntime-genai", "coremltools", "gguf", "llama-cpp-python",
+         "transformers", "tokenizers", "safetensors")
 
 
 @dataclass

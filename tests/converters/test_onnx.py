@@ -1,4 +1,7 @@
-"""ONNX target: graph interface, quantized operator types and sizes, and the gate on each preset."""
+"""ONNX target: the portable graph's interface, quantized operator types and sizes, and the gate on each preset.
+
+GenAI-folder specifics (genai_config.json, onnxruntime-genai interop) are in ``test_onnx_genai.py``.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ def _op_types(build_dir) -> set[str]:
 
 
 def test_graph_has_explicit_kv_cache_inputs_and_outputs(tiny):
-    graph = _graph(tiny.build("llama", "onnx", "fp32")).graph
+    graph = _graph(tiny.build("llama", "onnx", "portable-fp32")).graph
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
     outputs = [o.name for o in graph.output]
     assert inputs["input_ids"] == [1, "sequence"]
@@ -29,7 +32,7 @@ def test_graph_has_explicit_kv_cache_inputs_and_outputs(tiny):
 
 
 def test_build_folder_ships_weights_tokenizer_and_metadata(tiny):
-    build_dir = tiny.build("gemma3", "onnx", "fp32")
+    build_dir = tiny.build("gemma3", "onnx", "portable-fp32")
     names = {p.name for p in build_dir.iterdir()}
     assert names == {"model.onnx", "model.onnx.data", "tokenizer.json", "edge_model.json"}
     assert (build_dir / "model.onnx.data").stat().st_size > 4 * (build_dir / "model.onnx").stat().st_size
@@ -43,13 +46,16 @@ def test_int8_and_int4_use_block_quantized_matmuls_and_shrink(tiny):
     fp32, int8, int4 = (tiny.build("llama", "onnx", p) for p in ("fp32", "int8", "int4"))
     assert "MatMulNBits" in _op_types(int8) and "MatMulNBits" in _op_types(int4)
     assert "MatMulNBits" not in _op_types(fp32)
+    assert all("GroupQueryAttention" in _op_types(build) for build in (fp32, int8, int4))
     assert _weight_bytes(int4) < _weight_bytes(int8) < 0.5 * _weight_bytes(fp32)
 
 
-def test_dynamic_int8_uses_integer_matmuls(tiny):
-    dynamic = tiny.build("llama", "onnx", "int8-dynamic")
+def test_portable_builds_use_standard_onnx_operators_only(tiny):
+    fp32, dynamic = tiny.build("llama", "onnx", "portable-fp32"), tiny.build("llama", "onnx", "int8-dynamic")
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= _op_types(dynamic)
-    assert _weight_bytes(dynamic) * 3.5 < _weight_bytes(tiny.build("llama", "onnx", "fp32"))
+    assert _weight_bytes(dynamic) * 3.5 < _weight_bytes(fp32)
+    for build in (fp32, dynamic):
+        assert {node.domain for node in _graph(build).graph.node} <= {"", "ai.onnx"}
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
@@ -65,5 +71,5 @@ def test_fp32_build_is_exact_and_int8_close(tiny, arch):
 def test_unknown_preset_is_refused(tiny, tmp_path):
     from converters.errors import UnknownPresetError
 
-    with pytest.raises(UnknownPresetError, match="fp32, int8, int4"):
+    with pytest.raises(UnknownPresetError, match="int4, int8, fp32, portable-fp32, int8-dynamic"):
         onnx_target.build(tiny.source("llama"), "fp8", tmp_path, tmp_path)

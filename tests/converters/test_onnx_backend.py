@@ -1,6 +1,8 @@
 """edge_runtime.backends.onnx on tiny builds: greedy equality with torch, log-probabilities, sampling, errors.
 
-(Kept beside the converter tests because it needs their tiny builds; it tests ``edge_runtime/backends/onnx.py``.)
+Each behaviour runs on both layouts: a GenAI folder (``fp32``, through onnxruntime-genai) and the portable
+explicit-KV graph (``portable-fp32``, through onnxruntime). (Kept beside the converter tests because it needs
+their tiny builds; it tests ``edge_runtime/backends/onnx.py`` and ``onnx_genai.py``.)
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ def _never() -> bool:
     return False
 
 
-@pytest.fixture(scope="module")
-def backends(tiny):
-    loaded = {arch: OnnxBackend.load(tiny.build(arch, "onnx", "fp32"), SETTINGS) for arch in ("llama", "gemma3")}
+@pytest.fixture(scope="module", params=["fp32", "portable-fp32"])
+def backends(tiny, request):
+    loaded = {arch: OnnxBackend.load(tiny.build(arch, "onnx", request.param), SETTINGS)
+              for arch in ("llama", "gemma3")}
+    expected = "OnnxGenaiBackend" if request.param == "fp32" else "OnnxBackend"
+    assert {type(backend).__name__ for backend in loaded.values()} == {expected}
     yield loaded
     for backend in loaded.values():
         backend.close()
@@ -122,10 +127,12 @@ def test_missing_and_corrupt_files_raise_model_file_error(tiny, tmp_path):
     with pytest.raises(ModelFileError, match="no such file"):
         OnnxBackend.load(tmp_path / "nothing", SETTINGS)
     broken = tmp_path / "broken"
-    shutil.copytree(tiny.build("llama", "onnx", "fp32"), broken)
-    (broken / "model.onnx").write_bytes(b"\x08\x07garbage" * 10)
-    with pytest.raises(ModelFileError, match="onnxruntime cannot load"):
-        OnnxBackend.load(broken, SETTINGS)
+    for preset in ("fp32", "portable-fp32"):
+        shutil.rmtree(broken, ignore_errors=True)
+        shutil.copytree(tiny.build("llama", "onnx", preset), broken)
+        (broken / "model.onnx").write_bytes(b"\x08\x07garbage" * 10)
+        with pytest.raises(ModelFileError, match=r"onnxruntime(-genai)? cannot load"):
+            OnnxBackend.load(broken, SETTINGS)
     (broken / "tokenizer.json").unlink()
     with pytest.raises(ModelFileError, match="tokenizer.json"):
         OnnxBackend.load(broken, SETTINGS)
