@@ -87,7 +87,7 @@ class Cascade:
     """Local runtime + policy + optional cloud gateway + optional ledger."""
 
     def __init__(self, runtime, gateway=None, policy: PolicyConfig | None = None, ledger=None,
-                 calibrator=None, commit_after_tokens: int = 8, tracer=None, hold_min_tokens: int = 3,
+                 calibrator=None, commit_after_tokens: int = 8, tracer=None, hold_min_tokens: int = 2,
                  hold_margin: float = 0.1) -> None:
         from fallback.tracing import RequestTracer
 
@@ -156,7 +156,7 @@ class Cascade:
                 leg = await asyncio.to_thread(self.run_local, request, cancel)
             decision = decide(leg.outcome, self.policy)
             try:
-                result = await self._route(request, leg, decision)
+                result = await self._route(request, leg, decision, started)
             except FallbackError as exc:
                 self._record_failure(request, leg, decision, exc, span)
                 raise
@@ -176,7 +176,8 @@ class Cascade:
             return _LocalLeg(None, LocalOutcome(route="cloud"))
         return _LocalLeg(None, LocalOutcome(error="the local engine is starting", failure="starting"))
 
-    async def _route(self, request: CascadeRequest, leg: _LocalLeg, decision: Decision) -> CascadeResult:
+    async def _route(self, request: CascadeRequest, leg: _LocalLeg, decision: Decision,
+                     started: float | None = None) -> CascadeResult:
         if not decision.escalate:
             if leg.result is None:  # forced local, and the local leg failed: nothing to return
                 _refuse_unanswerable(leg.outcome, "the request is forced to the local model")
@@ -188,7 +189,7 @@ class Cascade:
             _refuse_unanswerable(leg.outcome, why)
             return self._degraded(leg, decision, why)
         try:
-            cloud = await self.gateway.complete(self._cloud_request(request, leg.result is not None))
+            cloud = await self.gateway.complete(self._cloud_request(request, leg.result is not None, started))
         except FallbackError as exc:
             return self._degraded(leg, decision, f"{type(exc).__name__}: {exc}")
         local_tokens = leg.result.usage.prompt_tokens if leg.result is not None else 0
@@ -196,14 +197,19 @@ class Cascade:
                              cloud.usage.prompt_tokens or local_tokens, cloud.usage.completion_tokens,
                              leg.outcome.confidence, leg.result, cloud, tool_calls=cloud.tool_calls or None)
 
-    def _cloud_request(self, request: CascadeRequest, local_answer_ready: bool = False):
+    def _cloud_request(self, request: CascadeRequest, local_answer_ready: bool = False,
+                       started: float | None = None):
+        """The gateway's request; ``started`` (the request's start) lets the overall deadline count the local
+        turn that came before the escalation."""
         from fallback.gateway import CloudRequest
 
+        elapsed_s = max(time.perf_counter() - started, 0.0) if started is not None else 0.0
         return CloudRequest(messages=request.cloud_messages(), max_tokens=request.max_tokens,
                             temperature=request.temperature, stop=request.stop,
                             response_format=request.response_format, tools=request.tools,
                             tool_choice=request.tool_choice, never_send=request.never_send,
-                            deadline_s=request.deadline_s, local_answer_ready=local_answer_ready)
+                            deadline_s=request.deadline_s, local_answer_ready=local_answer_ready,
+                            elapsed_s=elapsed_s)
 
     @staticmethod
     def _local_result(leg: _LocalLeg, decision: Decision, route: str, why: str | None = None) -> CascadeResult:
@@ -290,7 +296,8 @@ class Cascade:
             return len(logprobs) >= 1
         if len(logprobs) >= self.commit_after_tokens or stop_early(logprobs, self.policy):
             return True
-        if len(logprobs) < self.hold_min_tokens:
+        floor_pending = self.policy.early_floor is not None and len(logprobs) < self.policy.early_min_tokens
+        if len(logprobs) < self.hold_min_tokens or floor_pending:  # never commit before the floor could judge
             return False
         confidence = self.confidence_from(logprobs)
         return confidence is not None and confidence >= self.policy.threshold + self.hold_margin
@@ -362,7 +369,7 @@ class Cascade:
             raise CloudUnavailableError("the request asked for the cloud and no cloud is configured")
         texts, response = [], None
         try:
-            async for chunk in self.gateway.stream(self._cloud_request(request, local_answer_ready)):
+            async for chunk in self.gateway.stream(self._cloud_request(request, local_answer_ready, started)):
                 if chunk.text:
                     texts.append(chunk.text)
                     yield StreamPiece(chunk.text, None)

@@ -23,7 +23,9 @@ ever waits long), and the backoff sleeps. It is the earlier of
 * when ``CloudRequest.local_answer_ready``, the escalation budget, counted from the gateway call: the
   request's ``escalation_budget_s``, else the provider's, else ``GatewayConfig.escalation_budget_s``. A
   caller holding a usable local answer should not keep a person waiting on a slow cloud; when the budget
-  runs out the gateway raises like any other deadline and the caller serves its local answer.
+  runs out the gateway raises like any other deadline and the caller serves its local answer. For a stream
+  the budget bounds the wait for its first content chunk; once the cloud's answer is arriving, the overall
+  deadline alone bounds the rest (a long healthy stream is not cut at the budget).
 
 Streams are retried only until their first content chunk: once text has reached the caller, a broken,
 cut or stalled stream raises ``StreamInterruptedError`` instead of starting again (which would repeat text).
@@ -332,6 +334,7 @@ class CloudGateway:
         for provider in self.config.providers:
             opened = await self._try_provider(provider, call, self._open_stream)
             if opened is not None:
+                call.deadline = self._answering_deadline(call)
                 async with contextlib.aclosing(self._relay(provider, call, opened)) as chunks:
                     async for chunk in chunks:
                         yield chunk
@@ -431,6 +434,15 @@ class CloudGateway:
         return escalation_deadline(request_started=call.started - request.elapsed_s, escalation_started=call.started,
                                    overall_s=request.deadline_s or self.config.overall_deadline_s,
                                    escalation_budget_s=budget_s)
+
+    def _answering_deadline(self, call: _Call) -> float:
+        """The deadline once a stream's first content chunk arrived: the escalation budget bounded the wait for
+        an answer while a local one was ready; the person now sees the cloud's answer arrive, so only the
+        overall deadline bounds the rest of it (a long healthy stream is not cut at the budget)."""
+        request = call.request
+        return escalation_deadline(request_started=call.started - request.elapsed_s, escalation_started=call.started,
+                                   overall_s=request.deadline_s or self.config.overall_deadline_s,
+                                   escalation_budget_s=None)
 
     # ------------------------------------------------------------ retries at one provider
 
