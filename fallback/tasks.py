@@ -1,8 +1,11 @@
 """Labelled task items (the JSONL format of ``shared/data``) and how the local model answers them.
 
 Label items (with ``choices``) are answered by scoring every label with ``Runtime.score_choices``; generation
-items (with ``stop``) by greedy generation. Either way the answer comes with the signals that confidence is
-computed from; ``query_signals`` adds a few read from the prompt text alone. Contextual calibration needs a
+items (with ``stop``) by greedy generation; structured items (with ``schema``, whose gold ``answer`` is a JSON
+object) by greedy generation under the schema's grammar, then parsed and validated. Either way the answer comes
+with what confidence is computed from: label signals, or per generated token its log-probability (the model's,
+before the grammar masks it), its margin over the best alternative, the JSON field it carries and when it was
+produced (so a running decision can be replayed); ``query_signals`` adds a few read from the prompt text alone. Contextual calibration needs a
 content-free version of the prompt: the value of the first line of the prompt's last block ("Review: ...",
 "Question: ...") is replaced by "N/A".
 """
@@ -10,24 +13,29 @@ content-free version of the prompt: the value of the first line of the prompt's 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fallback.confidence import contextual_calibrate, generation_signals, label_signals
+from fallback.confidence import answer_signals, contextual_calibrate, label_signals, token_margins
 from fallback.errors import ConfigError
+from fallback.structured import parse_object, same_fields, token_fields
 
 CONTENT_FREE_TEXT = "N/A"
 MAX_ANSWER_TOKENS = 16
+MAX_STRUCTURED_TOKENS = 64
+TOP_ALTERNATIVES = 2  # enough for each token's margin over the runner-up
 QUESTION_WORDS = ("what", "how", "who", "when", "where", "which", "why", "name")
-ANSWERER_VERSION = 1  # bump when answers or signals change, so cached answers are recomputed
+ANSWERER_VERSION = 2  # bump when answers or signals change, so cached answers are recomputed
 
 
 class TaskItem(BaseModel):
-    """One labelled item; ``choices`` for label tasks, ``stop`` for generation tasks."""
+    """One labelled item; ``choices`` for label tasks, ``stop`` for generation tasks, ``schema`` (JSON schema)
+    for structured ones, whose object ``answer`` is kept as its JSON text (what a cloud would answer)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     id: str
     task: str
@@ -35,10 +43,32 @@ class TaskItem(BaseModel):
     answer: str
     choices: list[str] | None = None
     stop: list[str] | None = None
+    json_schema: dict | None = Field(default=None, alias="schema")
+
+    @field_validator("answer", mode="before")
+    @classmethod
+    def _object_as_json(cls, value: object) -> object:
+        return json.dumps(value) if isinstance(value, dict) else value
 
     @property
     def is_label_task(self) -> bool:
         return bool(self.choices)
+
+    @property
+    def is_structured(self) -> bool:
+        return self.json_schema is not None
+
+    @property
+    def response_format(self) -> dict | None:
+        """The OpenAI ``response_format`` a structured item is asked with (None for the others)."""
+        if self.json_schema is None:
+            return None
+        return {"type": "json_schema", "json_schema": {"name": self.task, "schema": self.json_schema}}
+
+    @property
+    def keys(self) -> list[str]:
+        """The schema's top-level property names (a structured item's fields), in schema order."""
+        return list((self.json_schema or {}).get("properties", {}))
 
 
 def load_items(path: str | Path) -> list[TaskItem]:
@@ -55,7 +85,15 @@ def load_items(path: str | Path) -> list[TaskItem]:
 
 
 def is_correct(item: TaskItem, answer: str) -> bool:
-    return answer.strip().casefold() == item.answer.strip().casefold()
+    """Label and free answers: equal after trimming and case-folding. Structured answers: valid against the
+    schema and every field equal (``fallback.structured.same_fields``)."""
+    if not item.is_structured:
+        return answer.strip().casefold() == item.answer.strip().casefold()
+    from fallback.validity import check_output
+
+    document, gold = parse_object(answer), parse_object(item.answer)
+    return (document is not None and gold is not None and check_output(answer, item.response_format).ok
+            and same_fields(document, gold))
 
 
 def query_text(prompt: str) -> str:
@@ -84,7 +122,12 @@ def content_free_prompt(prompt: str) -> str:
 
 @dataclass
 class LocalAnswer:
-    """The local model's answer to one item and what confidence is read from."""
+    """The local model's answer to one item and what confidence is read from.
+
+    Generated answers keep, per token: ``logprobs`` (the model's, unmasked), ``margins`` (over the best other
+    token), ``fields`` (the JSON key whose value the token carries; "" for a free answer's tokens, None for
+    structure) and ``token_times_s`` (seconds from the request's start until the token was chosen; the first
+    one ends the prefill). ``invalid`` says why an answer is unusable (empty, not JSON, off-schema)."""
 
     answer: str
     signals: dict[str, float]
@@ -92,6 +135,19 @@ class LocalAnswer:
     tokens_out: int
     latency_s: float
     probabilities: list[float] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    margins: list[float] = field(default_factory=list)
+    fields: list[str | None] = field(default_factory=list)
+    token_times_s: list[float] = field(default_factory=list)
+    invalid: str = ""
+    keys: list[str] = field(default_factory=list)
+
+    def signals_after(self, tokens: int | None = None) -> dict[str, float]:
+        """The answer's signals as they stood after its first ``tokens`` tokens (all of them by default)."""
+        if not self.logprobs:
+            return dict(self.signals)
+        count = len(self.logprobs) if tokens is None else tokens
+        return answer_signals(self.logprobs[:count], self.margins[:count], self.fields[:count], self.keys)
 
 
 class LocalAnswerer:
@@ -100,6 +156,7 @@ class LocalAnswerer:
     def __init__(self, runtime) -> None:
         self.runtime = runtime
         self._content_free: dict[tuple[str, tuple[str, ...]], list[float]] = {}
+        self._grammars: dict[str, str] = {}
 
     def answer(self, item: TaskItem) -> LocalAnswer:
         return self._label(item) if item.is_label_task else self._generate(item)
@@ -111,8 +168,6 @@ class LocalAnswerer:
         return self._content_free[key]
 
     def _label(self, item: TaskItem) -> LocalAnswer:
-        import time
-
         started = time.perf_counter()
         scores = self.runtime.score_choices(item.prompt, item.choices)
         calibrated = contextual_calibrate(scores.probabilities, self._bias(item))
@@ -123,12 +178,44 @@ class LocalAnswerer:
         return LocalAnswer(item.choices[best], signals, self.runtime.count_tokens(item.prompt),
                            scores.token_counts[best], time.perf_counter() - started, calibrated)
 
+    def _grammar(self, item: TaskItem) -> str | None:
+        if not item.is_structured:
+            return None
+        from edge_runtime.grammar import grammar_for_response_format
+
+        key = json.dumps(item.json_schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = grammar_for_response_format(item.response_format, leading_space=True)
+        return self._grammars[key]
+
     def _generate(self, item: TaskItem) -> LocalAnswer:
-        result = self.runtime.generate(item.prompt, max_tokens=MAX_ANSWER_TOKENS, stop=item.stop)
-        signals = generation_signals([token.logprob for token in result.tokens])
-        signals["n_tokens"] = float(len(result.tokens))
-        return LocalAnswer(result.text.strip(), signals, result.usage.prompt_tokens, result.usage.completion_tokens,
-                           result.timings.total_s)
+        grammar = self._grammar(item)
+        started = time.perf_counter()
+        stream = self.runtime.stream(item.prompt, max_tokens=MAX_STRUCTURED_TOKENS if grammar else MAX_ANSWER_TOKENS,
+                                     stop=item.stop, top_logprobs=TOP_ALTERNATIVES,
+                                     **({"grammar": grammar} if grammar else {}))
+        times = [time.perf_counter() - started for event in stream if event.token is not None]
+        latency_s, result = time.perf_counter() - started, stream.result
+        tokens = result.tokens
+        times += [latency_s] * (len(tokens) - len(times))  # a token held back by a stop scan: known at the end
+        pieces = [token.text for token in tokens]
+        fields = token_fields(pieces) if grammar else ["" for _ in tokens]
+        answer = LocalAnswer(
+            result.text.strip(), {}, result.usage.prompt_tokens, result.usage.completion_tokens, latency_s,
+            logprobs=[token.logprob for token in tokens], fields=fields, token_times_s=times[:len(tokens)],
+            margins=token_margins([t.logprob for t in tokens], [[(a.token_id, a.logprob) for a in t.top]
+                                                                for t in tokens], [t.token_id for t in tokens]),
+            invalid=answer_invalidity(item, result.text), keys=item.keys)
+        answer.signals = answer.signals_after()
+        return answer
+
+
+def answer_invalidity(item: TaskItem, text: str) -> str:
+    """Why ``text`` cannot be used as the item's answer ("" when it can): empty, or not the schema's JSON."""
+    from fallback.validity import check_output
+
+    validity = check_output(text, item.response_format)
+    return "" if validity.ok else validity.reason
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
