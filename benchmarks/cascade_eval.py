@@ -6,8 +6,10 @@
    answers cached on disk (``local_cache``);
 2. fits one calibrator per task on the calibration items only, choosing its features by cross-validated
    AUROC (``task_calibration``), and picks the task's threshold on the same items (target kept-local accuracy
-   or target cloud share), unless ``EDGE_CONFIDENCE_THRESHOLD`` overrides it;
-3. routes every test item with ``fallback.policy.decide``; escalated items cross HTTP to the loopback oracle
+   or target cloud share), unless ``EDGE_CONFIDENCE_THRESHOLD`` overrides it; for generation tasks also the
+   running decision's checkpoint calibrators (``fallback.early``), saved in the same file;
+3. routes every test item with ``fallback.policy.decide``, as early as the running decision allows (the
+   decision's time is reported as ``escalation_decision_fraction``); escalated items cross HTTP to the loopback oracle
    cloud through ``CloudGateway``; every other test item is sent once too, marked ``reference``, so cloud
    correctness and cloud-only cost are measured for every item; each routed request goes into the ledger;
 4. writes ``report.json`` (``eval_report``), ``routing.png`` (``eval_plot``), ``items.jsonl``,
@@ -94,11 +96,12 @@ def _progress(label: str):
 
 
 def shared_prefixes(items) -> list[str]:
-    """Per task, the text every prompt of the task starts with (cut after its last line break), when it is
-    long enough to be worth keeping: the few-shot block."""
-    prompts: dict[str, list[str]] = {}
+    """Per task and first line, the text every such prompt starts with (cut after its last line break), when
+    it is long enough to be worth keeping: the few-shot block (a task with several templates, such as one per
+    relation, has one block per template, told apart by their first example)."""
+    prompts: dict[tuple[str, str], list[str]] = {}
     for item in items:
-        prompts.setdefault(item.task, []).append(item.prompt)
+        prompts.setdefault((item.task, item.prompt.partition("\n")[0]), []).append(item.prompt)
     shared = [os.path.commonprefix(texts) for texts in prompts.values() if len(texts) > 1]
     cut = [text[:text.rfind("\n") + 1] for text in shared]
     return [text for text in cut if len(text) >= MIN_SHARED_PREFIX_CHARS]
@@ -139,7 +142,7 @@ def _report_prefix_use(runtime, kept: list[int]) -> None:
 def fit_calibrators(sets: EvalSets, answers: dict[str, LocalAnswer], model: str,
                     options: EvalOptions) -> dict[str, Calibrator]:
     """One calibrator per task, fitted and thresholded on that task's calibration items only."""
-    from benchmarks.task_calibration import calibrate_task, item_signals
+    from benchmarks.task_calibration import calibrate_running, calibrate_task, item_signals
 
     calibrators = {}
     for task, items in sets.calibration.items():
@@ -147,6 +150,10 @@ def fit_calibrators(sets: EvalSets, answers: dict[str, LocalAnswer], model: str,
         correct = [is_correct(item, answers[item.id].answer) for item in items]
         calibrator = calibrate_task(task, rows, correct, model, seed=options.seed)
         calibrator.threshold = _threshold(calibrator, rows, correct, options)
+        running = calibrate_running(task, [answers[item.id] for item in items], correct, calibrator,
+                                    seed=options.seed)
+        if running is not None:
+            calibrator.extra["running"] = running.to_dict()
         calibrator.save(options.out_dir / "calibration" / f"{task}.json")
         calibrators[task] = calibrator
     return calibrators
@@ -185,9 +192,17 @@ def run_eval(options: EvalOptions) -> dict:
 
 
 def _calibration_summary(calibrator: Calibrator) -> dict:
+    from fallback.early import RunningCalibration
+
     extra = calibrator.extra
-    return {"candidate": extra.get("candidate"), "cv_auroc": extra.get("cv_auroc"), "n": extra.get("n"),
-            "features": calibrator.features, "threshold": calibrator.threshold}
+    summary = {"candidate": extra.get("candidate"), "cv_auroc": extra.get("cv_auroc"), "n": extra.get("n"),
+               "features": calibrator.features, "threshold": calibrator.threshold}
+    running = RunningCalibration.of(calibrator)
+    if running is not None:
+        summary["running"] = {str(tokens): {"candidate": c.extra.get("candidate"), "cv_auroc": c.extra.get("cv_auroc"),
+                                            "n": c.extra.get("n"), "threshold": c.threshold}
+                              for tokens, c in running.by_tokens.items()}
+    return summary
 
 
 def build_report(options: EvalOptions, sets: EvalSets, model: str, calibrators: dict[str, Calibrator],

@@ -3,11 +3,15 @@
 Routing quality comes from ``routing_metrics.routing_report`` on the test items' calibrated confidences,
 local correctness and cloud correctness. Cost compares the routed run (local answers are free, escalated ones
 pay the cloud's price) with sending every item to the cloud, each divided by its number of correct answers.
+``escalation_decision_fraction`` says how early escalations were decided: the median, over escalated items, of
+the time from the request's start to the decision, over the median whole local answer time of all the task's
+items. ``schema_valid_rate`` (structured tasks): the share of local answers that parse and fit the schema.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +33,9 @@ class ItemOutcome:
     reason: str
     routed_cost_usd: float  # what the routed run paid (0 when served locally)
     cloud_cost_usd: float  # what the cloud charged for this item (routed or reference call)
+    decision_s: float = 0.0  # from the request's start to the routing decision
+    local_latency_s: float = 0.0  # the whole local answer's time
+    schema_valid: bool | None = None  # structured items: did the local answer parse and fit the schema
 
     @property
     def routed_correct(self) -> bool:
@@ -56,8 +63,20 @@ def task_numbers(outcomes: Sequence[ItemOutcome]) -> dict[str, float | None]:
                                                            [o.cloud_correct for o in outcomes]))
     numbers["escalated_share"] = sum(o.escalated for o in outcomes) / len(outcomes)
     numbers["routed_accuracy"] = sum(o.routed_correct for o in outcomes) / len(outcomes)
+    numbers["escalation_decision_fraction"] = decision_fraction(outcomes)
+    valid = [o.schema_valid for o in outcomes if o.schema_valid is not None]
+    if valid:
+        numbers["schema_valid_rate"] = sum(valid) / len(valid)
     numbers.update(cost_numbers(outcomes))
     return numbers
+
+
+def decision_fraction(outcomes: Sequence[ItemOutcome]) -> float | None:
+    """Median decision time of the escalated items over the median whole local answer time (None when none
+    was escalated or the times are missing)."""
+    decided = [o.decision_s for o in outcomes if o.escalated]
+    full = statistics.median(o.local_latency_s for o in outcomes)
+    return statistics.median(decided) / full if decided and full > 0 else None
 
 
 def mean_numbers(per_task: dict[str, dict]) -> dict[str, float | None]:

@@ -1,6 +1,10 @@
 """The routed run of the evaluation: the policy decides per test item, escalations cross HTTP, the ledger records.
 
-Every test item is decided by ``fallback.policy.decide`` on its calibrated confidence. Escalated items go to
+Every test item is decided by ``fallback.policy.decide``: a generated answer first by the running decision
+(``fallback.early``: escalated at the first checkpoint whose confidence is below its threshold, and the time
+of that checkpoint is when the request was decided), then, if it reached its end, as invalid (empty, not the
+schema's JSON) or on its calibrated confidence. An item's reported confidence is the one it was decided on.
+With ``EDGE_CONFIDENCE_THRESHOLD`` set only the final decision is taken. Escalated items go to
 the loopback oracle cloud through ``CloudGateway`` as ``routed`` calls; every other test item is sent once
 too, as a ``reference`` call, so cloud correctness and cloud-only cost are measured for every item (the server
 is on loopback, so this is cheap). The ledger gets one row per routed test item, never the reference calls.
@@ -18,6 +22,7 @@ from pathlib import Path
 from benchmarks.eval_report import ItemOutcome
 from benchmarks.oracle_cloud import REFERENCE, ROUTED, CloudCall
 from fallback.calibration import Calibrator
+from fallback.early import RunningCalibration, decide_running
 from fallback.tasks import LocalAnswer, TaskItem, is_correct
 
 
@@ -33,24 +38,43 @@ class Routed:
     confidence: float
     escalated: bool
     reason: str
+    decision_s: float = 0.0  # from the request's start to the routing decision
+    decided_after_tokens: int | None = None  # set when the running decision stopped the answer
 
 
 def route(test: dict[str, list[TaskItem]], answers: dict[str, LocalAnswer], calibrators: dict[str, Calibrator],
           override: float | None) -> list[Routed]:
-    """The policy's decision for every test item, on its calibrated confidence."""
-    from benchmarks.task_calibration import item_signals
-    from fallback.policy import LocalOutcome, PolicyConfig, decide
+    """The policy's decision for every test item, taken as early as the running decision allows."""
+    from fallback.policy import PolicyConfig
 
     routed = []
     for task, items in test.items():
         calibrator = calibrators[task]
         config = PolicyConfig(threshold=effective_threshold(override if override is not None
                                                             else calibrator.threshold))
-        for item in items:
-            confidence = calibrator.predict(item_signals(item, answers[item.id]))
-            decision = decide(LocalOutcome(confidence=confidence), config)
-            routed.append(Routed(item, answers[item.id], confidence, decision.escalate, decision.reason.value))
+        running = RunningCalibration.of(calibrator) if override is None else None
+        routed += [route_item(item, answers[item.id], calibrator, running, config) for item in items]
     return routed
+
+
+def route_item(item: TaskItem, answer: LocalAnswer, calibrator: Calibrator, running: RunningCalibration | None,
+               config) -> Routed:
+    """One item's decision: early (running), invalid, or on the whole answer's calibrated confidence."""
+    from benchmarks.task_calibration import item_signals
+    from fallback.policy import LocalOutcome, decide
+    from fallback.validity import Validity
+
+    early = decide_running(running, len(answer.logprobs), answer.signals_after) if running else None
+    if early is not None:
+        decision = decide(LocalOutcome(confidence=early.confidence, stopped_early=True), config)
+        return Routed(item, answer, early.confidence, decision.escalate, decision.reason.value,
+                      answer.token_times_s[early.tokens - 1], early.tokens)
+    if answer.invalid:
+        decision = decide(LocalOutcome(confidence=0.0, validity=Validity(False, answer.invalid)), config)
+        return Routed(item, answer, 0.0, decision.escalate, decision.reason.value, answer.latency_s)
+    confidence = calibrator.predict(item_signals(item, answer))
+    decision = decide(LocalOutcome(confidence=confidence), config)
+    return Routed(item, answer, confidence, decision.escalate, decision.reason.value, answer.latency_s)
 
 
 def run_cloud(routed: list[Routed], price_in: float, price_out: float, latency_s: float,
@@ -87,8 +111,9 @@ def record_ledger(path: Path, routed: list[Routed], calls: list[CloudCall],
             cloud = call if entry.escalated else None
             ledger.record(LedgerEntry(
                 route="cloud" if cloud else "local", reason=entry.reason, confidence=entry.confidence,
-                local_tokens_in=entry.local.tokens_in, local_tokens_out=entry.local.tokens_out,
-                local_latency_s=entry.local.latency_s, cloud_tokens_in=cloud.tokens_in if cloud else 0,
+                local_tokens_in=entry.local.tokens_in,
+                local_tokens_out=entry.decided_after_tokens or entry.local.tokens_out,
+                local_latency_s=entry.decision_s if entry.escalated else entry.local.latency_s, cloud_tokens_in=cloud.tokens_in if cloud else 0,
                 cloud_tokens_out=cloud.tokens_out if cloud else 0,
                 cloud_latency_s=cloud.latency_s if cloud else None, cloud_cost_usd=cloud.cost_usd if cloud else 0.0,
                 provider="oracle-cloud" if cloud else None, price_input_per_mtok=prices[0],
@@ -101,13 +126,17 @@ def record_ledger(path: Path, routed: list[Routed], calls: list[CloudCall],
 
 def outcomes_of(routed: list[Routed], calls: list[CloudCall]) -> list[ItemOutcome]:
     return [ItemOutcome(r.item.id, r.item.task, r.confidence, is_correct(r.item, r.local.answer), call.correct,
-                        r.escalated, r.reason, call.cost_usd if r.escalated else 0.0, call.cost_usd)
+                        r.escalated, r.reason, call.cost_usd if r.escalated else 0.0, call.cost_usd,
+                        decision_s=r.decision_s, local_latency_s=r.local.latency_s,
+                        schema_valid=not r.local.invalid if r.item.is_structured else None)
             for r, call in zip(routed, calls)]
 
 
 def item_records(routed: list[Routed], calls: list[CloudCall]) -> list[dict]:
     return [{"id": r.item.id, "task": r.item.task, "local_answer": r.local.answer,
              "local_correct": is_correct(r.item, r.local.answer), "confidence": r.confidence,
-             "escalated": r.escalated, "reason": r.reason, "cloud_call": call.purpose,
+             "escalated": r.escalated, "reason": r.reason, "decision_s": r.decision_s,
+             "decided_after_tokens": r.decided_after_tokens, "local_latency_s": r.local.latency_s,
+             "invalid": r.local.invalid, "cloud_call": call.purpose,
              "cloud_answer": call.text, "cloud_correct": call.correct, "cloud_cost_usd": call.cost_usd}
             for r, call in zip(routed, calls)]

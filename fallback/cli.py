@@ -38,7 +38,10 @@ def _add_eval(subparsers) -> None:
         "eval", help="evaluate local answering + calibrated escalation to an oracle cloud on JSONL task files",
         description="Answers every item on the local model, calibrates confidence per task, routes with the "
                     "policy, sends escalated items to an oracle cloud on loopback, and writes report.json and "
-                    "routing.png. EDGE_CONFIDENCE_THRESHOLD (0..1) overrides the calibrated thresholds.")
+                    "routing.png. Structured items (with a JSON 'schema') are decoded under the schema's grammar "
+                    "and parsed; generated answers are also judged every few tokens (the running decision). "
+                    "EDGE_CONFIDENCE_THRESHOLD (0..1) overrides the calibrated thresholds and turns the running "
+                    "decision off.")
     parser.add_argument("test", nargs="+", type=Path, help="JSONL task files to report on")
     parser.add_argument("--calibrate", nargs="+", type=Path, default=[], metavar="CAL",
                         help="JSONL files to calibrate on, matched by task (default: split each test task 50/50)")
@@ -99,7 +102,8 @@ COLUMNS = (("n", "n", "{:.0f}"), ("local_accuracy", "local acc", "{:.3f}"), ("au
            ("apgr", "APGR", "{:.3f}"), ("apgr_oracle", "oracle", "{:.3f}"),
            ("oracle_gain_captured", "captured", "{:.2f}"), ("escalated_for_95", "esc@95", "{:.2f}"),
            ("escalated_for_95_oracle", "oracle@95", "{:.2f}"), ("escalated_share", "escalated", "{:.2f}"),
-           ("routed_accuracy", "routed acc", "{:.3f}"), ("cost_per_correct_vs_cloud_only", "cost/corr", "{:.2f}"))
+           ("routed_accuracy", "routed acc", "{:.3f}"), ("cost_per_correct_vs_cloud_only", "cost/corr", "{:.2f}"),
+           ("escalation_decision_fraction", "decided at", "{:.2f}"), ("schema_valid_rate", "valid", "{:.3f}"))
 
 
 def format_table(report: dict) -> str:
