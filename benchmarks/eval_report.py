@@ -5,7 +5,9 @@ local correctness and cloud correctness. Cost compares the routed run (local ans
 pay the cloud's price) with sending every item to the cloud, each divided by its number of correct answers.
 ``escalation_decision_fraction`` says how early escalations were decided: the median, over escalated items, of
 the time from the request's start to the decision, over the median whole local answer time of all the task's
-items. ``schema_valid_rate`` (structured tasks): the share of local answers that parse and fit the schema.
+items; ``early_decided_share`` is the share of items the running decision escalated before their end. The
+ranking metrics (AUROC, APGR, escalated_for_95) judge each item's whole-answer confidence.
+``schema_valid_rate`` (structured tasks): the share of local answers that parse and fit the schema.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class ItemOutcome:
     routed_cost_usd: float  # what the routed run paid (0 when served locally)
     cloud_cost_usd: float  # what the cloud charged for this item (routed or reference call)
     decision_s: float = 0.0  # from the request's start to the routing decision
+    decision_confidence: float | None = None  # the confidence the decision was taken on, when it was early
     local_latency_s: float = 0.0  # the whole local answer's time
     schema_valid: bool | None = None  # structured items: did the local answer parse and fit the schema
 
@@ -64,6 +67,8 @@ def task_numbers(outcomes: Sequence[ItemOutcome]) -> dict[str, float | None]:
     numbers["escalated_share"] = sum(o.escalated for o in outcomes) / len(outcomes)
     numbers["routed_accuracy"] = sum(o.routed_correct for o in outcomes) / len(outcomes)
     numbers["escalation_decision_fraction"] = decision_fraction(outcomes)
+    numbers["early_decided_share"] = sum(o.escalated and o.reason == "early_low_confidence"
+                                         for o in outcomes) / len(outcomes)
     valid = [o.schema_valid for o in outcomes if o.schema_valid is not None]
     if valid:
         numbers["schema_valid_rate"] = sum(valid) / len(valid)

@@ -3,8 +3,10 @@
 Every test item is decided by ``fallback.policy.decide``: a generated answer first by the running decision
 (``fallback.early``: escalated at the first checkpoint whose confidence is below its threshold, and the time
 of that checkpoint is when the request was decided), then, if it reached its end, as invalid (empty, not the
-schema's JSON) or on its calibrated confidence. An item's reported confidence is the one it was decided on.
-With ``EDGE_CONFIDENCE_THRESHOLD`` set only the final decision is taken. Escalated items go to
+schema's JSON) or on its calibrated confidence. An item's ``confidence`` is the whole answer's calibrated
+confidence (the evaluation runs every answer to its end, so the ranking metrics judge one score per item);
+``decision_confidence`` is the one the decision was taken on. With ``EDGE_CONFIDENCE_THRESHOLD`` set only the
+final decision is taken. Escalated items go to
 the loopback oracle cloud through ``CloudGateway`` as ``routed`` calls; every other test item is sent once
 too, as a ``reference`` call, so cloud correctness and cloud-only cost are measured for every item (the server
 is on loopback, so this is cheap). The ledger gets one row per routed test item, never the reference calls.
@@ -40,6 +42,7 @@ class Routed:
     reason: str
     decision_s: float = 0.0  # from the request's start to the routing decision
     decided_after_tokens: int | None = None  # set when the running decision stopped the answer
+    decision_confidence: float | None = None  # the confidence the decision was taken on (None: ``confidence``)
 
 
 def route(test: dict[str, list[TaskItem]], answers: dict[str, LocalAnswer], calibrators: dict[str, Calibrator],
@@ -64,15 +67,15 @@ def route_item(item: TaskItem, answer: LocalAnswer, calibrator: Calibrator, runn
     from fallback.policy import LocalOutcome, decide
     from fallback.validity import Validity
 
+    confidence = 0.0 if answer.invalid else calibrator.predict(item_signals(item, answer))
     early = decide_running(running, len(answer.logprobs), answer.signals_after) if running else None
     if early is not None:
         decision = decide(LocalOutcome(confidence=early.confidence, stopped_early=True), config)
-        return Routed(item, answer, early.confidence, decision.escalate, decision.reason.value,
-                      answer.token_times_s[early.tokens - 1], early.tokens)
+        return Routed(item, answer, confidence, decision.escalate, decision.reason.value,
+                      answer.token_times_s[early.tokens - 1], early.tokens, early.confidence)
     if answer.invalid:
         decision = decide(LocalOutcome(confidence=0.0, validity=Validity(False, answer.invalid)), config)
         return Routed(item, answer, 0.0, decision.escalate, decision.reason.value, answer.latency_s)
-    confidence = calibrator.predict(item_signals(item, answer))
     decision = decide(LocalOutcome(confidence=confidence), config)
     return Routed(item, answer, confidence, decision.escalate, decision.reason.value, answer.latency_s)
 
@@ -128,6 +131,7 @@ def outcomes_of(routed: list[Routed], calls: list[CloudCall]) -> list[ItemOutcom
     return [ItemOutcome(r.item.id, r.item.task, r.confidence, is_correct(r.item, r.local.answer), call.correct,
                         r.escalated, r.reason, call.cost_usd if r.escalated else 0.0, call.cost_usd,
                         decision_s=r.decision_s, local_latency_s=r.local.latency_s,
+                        decision_confidence=r.confidence if r.decision_confidence is None else r.decision_confidence,
                         schema_valid=not r.local.invalid if r.item.is_structured else None)
             for r, call in zip(routed, calls)]
 
@@ -136,6 +140,7 @@ def item_records(routed: list[Routed], calls: list[CloudCall]) -> list[dict]:
     return [{"id": r.item.id, "task": r.item.task, "local_answer": r.local.answer,
              "local_correct": is_correct(r.item, r.local.answer), "confidence": r.confidence,
              "escalated": r.escalated, "reason": r.reason, "decision_s": r.decision_s,
+             "decision_confidence": r.decision_confidence,
              "decided_after_tokens": r.decided_after_tokens, "local_latency_s": r.local.latency_s,
              "invalid": r.local.invalid, "cloud_call": call.purpose,
              "cloud_answer": call.text, "cloud_correct": call.correct, "cloud_cost_usd": call.cost_usd}
