@@ -7,6 +7,22 @@ import pytest
 from edge_runtime.caps import Caps, LoadSettings
 
 
+@pytest.fixture(scope="session", autouse=True)
+def native_verdicts(tmp_path_factory):
+    """Crash verdicts of this session's native configurations in a file of their own: the tests kill engines
+    with SIGSEGV on purpose, and those verdicts must not reach the user's cache (later loads would step down)."""
+    import os
+
+    path = tmp_path_factory.mktemp("verdicts") / "native-verdicts.json"
+    previous = os.environ.get("EDGE_NATIVE_VERDICTS")
+    os.environ["EDGE_NATIVE_VERDICTS"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("EDGE_NATIVE_VERDICTS", None)
+    else:
+        os.environ["EDGE_NATIVE_VERDICTS"] = previous
+
+
 @pytest.fixture(scope="session")
 def bundled_path():
     from edge_runtime.models import bundled_model_path

@@ -73,7 +73,7 @@ def safe_settings(path: Path, settings: LoadSettings, *, info: str | None = None
         if verdict is None or verdict.ok:
             choice.settings = candidate
             return choice
-        crashed = f"native configuration ({verdict.configuration}) {verdict.detail} in a probe"
+        crashed = f"native configuration ({verdict.configuration}) {verdict.detail}"
     _step_note(choice.notes, path, crashed)
     raise BackendError(f"{path}: every native configuration crashed in a probe on this machine "
                        f"({'; '.join(choice.notes)})")
@@ -101,12 +101,12 @@ def run_probe(path: Path, settings: LoadSettings, info: str, probe_argv: ProbeAr
         finished = subprocess.run(list(probe_argv(path, probe_settings.model_dump_json())), capture_output=True,
                                   timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired:
-        return Verdict(False, f"hung for {PROBE_TIMEOUT_S:.0f} s", configuration, time.time())
+        return Verdict(False, f"hung for {PROBE_TIMEOUT_S:.0f} s in a probe", configuration, time.time())
     except OSError as exc:
         log.warning("could not start the native probe: %s", exc)
         return None
     if killed_by_signal(finished.returncode):
-        return Verdict(False, describe_exit(finished.returncode), configuration, time.time())
+        return Verdict(False, f"{describe_exit(finished.returncode)} in a probe", configuration, time.time())
     if finished.returncode != 0:
         log.warning("native probe %s: %s", describe_exit(finished.returncode),
                     finished.stderr.decode("utf-8", "replace")[-500:])

@@ -119,7 +119,8 @@ class SupervisedBackend:
         from edge_runtime.engine.safety import next_safer
 
         info = system_info()
-        mark_crashed(self.path, self.settings, info, f"was killed by {cause}", store=self.verdicts)
+        mark_crashed(self.path, self.settings, info, f"was killed by {cause} early in the engine process",
+                     store=self.verdicts)
         safer = next_safer(self.settings, info)
         if safer is None:
             self.state, self.failure = "failed", EngineCrashedError(

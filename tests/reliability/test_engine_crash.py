@@ -28,16 +28,21 @@ SHORT = [{"role": "user", "content": "Q: What is the capital of France?\nA:"}]
 def engine_runtime(bundled_path):
     settings = LoadSettings(n_ctx=2048, n_parallel=2, prefix_cache=False)
     with Runtime.load(bundled_path, settings=settings, isolation="process") as loaded:
-        loaded.generate("Hello there, how are", max_tokens=12)  # past the early-decode window
         yield loaded
 
 
 def wait_ready(runtime, timeout_s: float = 60.0) -> float:
+    """Seconds until the engine is back; then it decodes a few tokens, so that a later kill is not taken for a
+    crash of a fresh engine's configuration (which would step the engine down the safety ladder)."""
     started = time.monotonic()
     while not runtime.ready:
         assert time.monotonic() - started < timeout_s, "the engine did not come back"
+        assert runtime.backend.state != "failed", runtime.backend.failure
         time.sleep(0.05)
-    return time.monotonic() - started
+    waited = time.monotonic() - started
+    if runtime.backend.engine().steps_served < 12:
+        runtime.generate("Once upon a time", max_tokens=12)
+    return waited
 
 
 def kill_after(runtime, delay_s: float, sig: signal.Signals = signal.SIGSEGV) -> threading.Thread:

@@ -30,10 +30,14 @@ def in_process(bundled_path):
 
 
 def wait_ready(runtime, timeout_s: float = 60.0) -> None:
+    """Waits for the engine, then lets it decode past its early window (a kill then is not blamed on its
+    native configuration)."""
     deadline = time.monotonic() + timeout_s
     while not runtime.ready:
         assert time.monotonic() < deadline, "the engine did not come back"
         time.sleep(0.05)
+    if runtime.backend.engine().steps_served < 12:
+        runtime.generate("Once upon a time", max_tokens=12)
 
 
 def test_the_engine_runs_in_a_child_process(isolated):
@@ -98,3 +102,22 @@ def test_requests_arriving_during_a_restart_wait_for_it(isolated):
     waiter.start()
     waiter.join(timeout=60)
     assert answers and answers[0].usage.completion_tokens == 2
+
+
+def test_a_fresh_engine_that_crashes_restarts_one_step_down_and_remembers(bundled_path, native_verdicts):
+    from edge_runtime.engine.probe import cached_choice
+
+    settings = LoadSettings(n_ctx=512, n_parallel=2, prefix_cache=False)
+    with Runtime.load(bundled_path, settings=settings, isolation="process") as fresh:
+        before = fresh.backend.settings
+        os.kill(fresh.backend.engine_pid, signal.SIGSEGV)  # before any decode: blamed on the configuration
+        while fresh.ready:
+            time.sleep(0.01)
+        wait_ready(fresh)
+        after = fresh.backend.settings
+        assert (after.extra_buffers, after.flash_attn) != (before.extra_buffers, before.flash_attn)
+        assert any("SIGSEGV" in note for note in fresh.notes)
+        assert any("SIGSEGV" in note for note in fresh.generate(PROMPT, max_tokens=2).notes)
+    # the verdict is kept (in this session's verdict file): plan / models read it without probing
+    remembered = cached_choice(bundled_path, settings)
+    assert any("SIGSEGV" in note for note in remembered["notes"]) and remembered["status"] == "probe passed"
