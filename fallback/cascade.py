@@ -98,18 +98,24 @@ class Cascade:
         self.hold_min_tokens, self.hold_margin = hold_min_tokens, hold_margin
 
     # -- confidence ------------------------------------------------------------------------------------------
-    def confidence_of(self, result) -> float | None:
-        return self.confidence_from([token.logprob for token in result.tokens])
+    def confidence_of(self, result, request: CascadeRequest | None = None) -> float | None:
+        return self.confidence_of_tokens(result.tokens, request)
 
-    def confidence_from(self, logprobs: list[float]) -> float | None:
-        """The (calibrated, when a calibrator is loaded) confidence of an answer, or of its first tokens."""
+    def confidence_of_tokens(self, tokens, request: CascadeRequest | None = None) -> float | None:
+        """The (calibrated, when a calibrator is loaded) confidence of an answer's tokens, or of its first ones.
+
+        For a JSON answer only the value tokens count (the model's doubt is in the values, not in punctuation
+        and keys a grammar forces); a calibrator gets every signal ``answer_signals`` computes."""
+        logprobs = [token.logprob for token in tokens]
         if not logprobs:
             return None
+        fields, keys = _json_fields(request, tokens)
         if self.calibrator is not None:
-            from fallback.confidence import generation_signals
+            from fallback.confidence import answer_signals
 
-            signals = generation_signals(logprobs) | {"n_tokens": float(len(logprobs))}
-            return self.calibrator.predict(signals)
+            return self.calibrator.predict(answer_signals(logprobs, _margins(tokens), fields, keys))
+        if fields is not None:
+            logprobs = [logprob for logprob, field in zip(logprobs, fields) if field is not None] or logprobs
         return math.exp(math.fsum(logprobs) / len(logprobs))
 
     # -- local leg ---------------------------------------------------------------------------------------------
@@ -141,7 +147,7 @@ class Cascade:
         return _LocalLeg(result, self._outcome(request, result), time.perf_counter() - started)
 
     def _outcome(self, request: CascadeRequest, result) -> LocalOutcome:
-        return LocalOutcome(confidence=self.confidence_of(result), finish_reason=result.finish_reason,
+        return LocalOutcome(confidence=self.confidence_of(result, request), finish_reason=result.finish_reason,
                             validity=check_output(result.text, request.response_format), route=request.route)
 
     # -- the whole request -----------------------------------------------------------------------------------
@@ -270,7 +276,7 @@ class Cascade:
                 self._record_failure(request, leg, decision, exc, span)
                 raise
         bridge = _LocalStreamBridge(self, request)
-        held = await bridge.hold(lambda logprobs: self._hold_done(request, logprobs))
+        held = await bridge.hold(lambda tokens: self._hold_done(request, tokens))
         decision = self._hold_decision(request, bridge)
         cloud_usable = self.gateway is not None and not request.never_send and request.route == "auto"
         if decision.escalate and cloud_usable:
@@ -288,10 +294,11 @@ class Cascade:
                                                                       degraded=(decision, why)))
         return CascadeStream("local", self._stream_local(request, bridge, held, started, span))
 
-    def _hold_done(self, request: CascadeRequest, logprobs: list[float]) -> bool:
-        """Whether a stream may stop holding after ``logprobs``: the longest hold is reached, the early floor
+    def _hold_done(self, request: CascadeRequest, tokens: list) -> bool:
+        """Whether a stream may stop holding after ``tokens``: the longest hold is reached, the early floor
         is crossed, or the running confidence is safely above the threshold. A stream forced to the local
         model holds only its first token (a failure before it is still an HTTP status, not an in-band error)."""
+        logprobs = [token.logprob for token in tokens]
         if request.route != "auto":
             return len(logprobs) >= 1
         if len(logprobs) >= self.commit_after_tokens or stop_early(logprobs, self.policy):
@@ -299,7 +306,7 @@ class Cascade:
         floor_pending = self.policy.early_floor is not None and len(logprobs) < self.policy.early_min_tokens
         if len(logprobs) < self.hold_min_tokens or floor_pending:  # never commit before the floor could judge
             return False
-        confidence = self.confidence_from(logprobs)
+        confidence = self.confidence_of_tokens(tokens, request)
         return confidence is not None and confidence >= self.policy.threshold + self.hold_margin
 
     def _hold_decision(self, request: CascadeRequest, bridge: "_LocalStreamBridge") -> Decision:
@@ -307,9 +314,9 @@ class Cascade:
         else the tokens held so far (the same threshold; the early floor may escalate sooner)."""
         if bridge.ended():
             return decide(bridge.leg().outcome, self.policy)
-        if stop_early(bridge.logprobs, self.policy):
+        if stop_early([token.logprob for token in bridge.tokens], self.policy):
             return decide(LocalOutcome(stopped_early=True, route=request.route), self.policy)
-        running = LocalOutcome(confidence=self.confidence_from(bridge.logprobs), route=request.route)
+        running = LocalOutcome(confidence=self.confidence_of_tokens(bridge.tokens, request), route=request.route)
         return decide(running, self.policy)
 
     async def _escalate_stream(self, request, bridge, held, started, span, decision: Decision) -> "CascadeStream":
@@ -498,6 +505,27 @@ class CloudUnavailableError(FallbackError):
     """Neither leg could answer: the local model failed and the cloud is unavailable or not configured."""
 
 
+def _json_fields(request: CascadeRequest | None, tokens) -> tuple[list[str | None] | None, list[str]]:
+    """For a JSON answer: which key's value each token carries (None: structure), and the schema's keys."""
+    response_format = request.response_format if request is not None else None
+    if not response_format or response_format.get("type") not in ("json_object", "json_schema"):
+        return None, []
+    from fallback.structured import token_fields
+
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    return token_fields([token.text for token in tokens]), list((schema.get("properties") or {}))
+
+
+def _margins(tokens) -> list[float] | None:
+    """Each token's margin over the best alternative the model offered, when alternatives were asked for."""
+    if not tokens or not all(token.top for token in tokens):
+        return None
+    from fallback.confidence import token_margins
+
+    return token_margins([t.logprob for t in tokens], [[(a.token_id, a.logprob) for a in t.top] for t in tokens],
+                         [t.token_id for t in tokens])
+
+
 def failure_kind(exc: Exception) -> str | None:
     """"crashed" / "starting" for the engine process's own failures (they have their own reasons)."""
     if isinstance(exc, EngineCrashedError):
@@ -530,7 +558,7 @@ class _LocalStreamBridge:
         self.loop = asyncio.get_running_loop()
         self.pieces: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
-        self.logprobs: list[float] = []  # of the tokens held back so far
+        self.tokens: list = []  # the tokens held back so far
         self.started = time.perf_counter()
         self._leg: _LocalLeg | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -564,12 +592,12 @@ class _LocalStreamBridge:
         except RuntimeError:
             self.cancelled.set()
 
-    async def hold(self, done: Callable[[list[float]], bool]) -> list[StreamPiece]:
-        """Collects pieces until ``done(held token log-probabilities)`` says the decision can be made, or the
-        local stream ends; ``logprobs`` then holds the held tokens' log-probabilities."""
+    async def hold(self, done: Callable[[list], bool]) -> list[StreamPiece]:
+        """Collects pieces until ``done(held tokens)`` says the decision can be made, or the local stream
+        ends; ``tokens`` then holds the held tokens."""
         held: list[StreamPiece] = []
-        self.logprobs = []
-        while not done(self.logprobs):
+        self.tokens = []
+        while not done(self.tokens):
             piece = await self.pieces.get()
             if piece is self._END:
                 self.pieces.put_nowait(self._END)
@@ -577,7 +605,7 @@ class _LocalStreamBridge:
                 break
             held.append(piece)
             if piece.token is not None:
-                self.logprobs.append(piece.token.logprob)
+                self.tokens.append(piece.token)
         invalid = getattr(self, "_invalid", None)
         if invalid is not None:
             raise invalid

@@ -165,3 +165,17 @@ def test_a_committed_stream_stays_local_and_says_the_policy_wanted_the_cloud(clo
     route, _, result = stream(cascade, max_tokens=46)
     assert route == result.route_taken == "local"
     assert result.policy_wanted_cloud is True and result.decision.escalate
+
+
+def test_a_json_answer_is_judged_by_its_value_tokens_not_the_forced_punctuation():
+    from edge_runtime.results import TokenLogprob
+
+    pieces = ['{"', "from", '":"', "bos", "ton", '","', "to", '":"', "den", "ver", '"}']
+    values = {"bos", "ton", "den", "ver"}
+    tokens = [TokenLogprob(i, text, math.log(0.98) if text in values else -10.0, ()) for i, text in enumerate(pieces)]
+    schema = {"type": "json_schema", "json_schema": {"name": "f", "schema": {
+        "type": "object", "properties": {"from": {"type": "string"}, "to": {"type": "string"}}}}}
+    cascade = Cascade(runtime_for(b"x", 0.9), None, PolicyConfig(threshold=0.5))
+    as_json = cascade.confidence_of_tokens(tokens, CascadeRequest(prompt="Q?", response_format=schema))
+    as_text = cascade.confidence_of_tokens(tokens, CascadeRequest(prompt="Q?"))
+    assert as_json == pytest.approx(0.98) and as_text < 0.05
