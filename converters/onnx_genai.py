@@ -42,6 +42,7 @@ BUILDER_PRESETS = {
 }
 COMMON_OPTIONS = {"hf_token": "false", "prune_lm_head": "true"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+QUIET_LOGGERS = ("onnxruntime.quantization", "neural_compressor")
 HF_ARCHITECTURES = {"llama": ("LlamaForCausalLM", "llama"), "gemma3": ("Gemma3ForCausalLM", "gemma3_text")}
 
 
@@ -154,18 +155,19 @@ def _flatten_gemma3_rope(config) -> None:
 
 @contextlib.contextmanager
 def _quiet(log):
-    """stdout/stderr prints and onnxruntime.quantization's INFO logging into ``log`` for the duration."""
+    """Prints and the quantizers' INFO logging (onnxruntime.quantization, neural_compressor) into ``log``."""
     handler = logging.StreamHandler(log)
-    quant_logger = logging.getLogger("onnxruntime.quantization")
-    previous = quant_logger.propagate
-    quant_logger.addHandler(handler)
-    quant_logger.propagate = False
+    saved = {}
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = (logger.handlers[:], logger.propagate)
+        logger.handlers, logger.propagate = [handler], False
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             yield
     finally:
-        quant_logger.removeHandler(handler)
-        quant_logger.propagate = previous
+        for name, (handlers, propagate) in saved.items():
+            logging.getLogger(name).handlers, logging.getLogger(name).propagate = handlers, propagate
 
 
 def _builder_module():

@@ -57,13 +57,21 @@ def read_genai_config(folder: Path) -> dict:
         raise ModelFileError(path, f"not valid JSON ({exc})") from exc
 
 
+def generator_length(genai_config: dict, wanted: int) -> int:
+    """A generator's ``max_length``: ``wanted``, at least the sliding window (GenAI's windowed cache refuses a
+    smaller buffer), at most the model's context."""
+    model = genai_config["model"]
+    window = int(model["decoder"].get("sliding_window", {}).get("window_size", 0))
+    return min(int(model["context_length"]), max(wanted, window))
+
+
 class GenaiSession:
     """Owns one ``og.Model`` on the chosen execution provider; generators share it."""
 
     def __init__(self, folder: Path, max_length: int, n_threads: int | None = None) -> None:
         og = import_genai()
-        context_length = int(read_genai_config(folder)["model"]["context_length"])
-        self.og, self.folder, self.max_length = og, Path(folder), min(max_length, context_length)
+        self.og, self.folder = og, Path(folder)
+        self.max_length = generator_length(read_genai_config(folder), max_length)
         self.execution_provider = choose_genai_provider(og)
         try:
             config = og.Config(str(folder))

@@ -33,7 +33,8 @@ def genai_greedy(folder, prompt_ids: list[int], count: int) -> list[int]:
     """onnxruntime-genai's own greedy loop, as an app on the GenAI SDK would run it."""
     model = og.Model(str(folder))
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt_ids) + count, do_sample=False)
+    window = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"].get("sliding_window", {})
+    params.set_search_options(max_length=max(len(prompt_ids) + count, window.get("window_size", 0)), do_sample=False)
     generator = og.Generator(model, params)
     generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
     out = []
@@ -148,6 +149,45 @@ def test_hf_intermediate_reloads_as_the_same_model(tiny, tmp_path):
         weights = again.weights()
         assert weights.keys() == source.weights().keys()
         assert all(torch.equal(weights[name], tensor) for name, tensor in source.weights().items())
+
+
+def genai_sequence_logprob(folder, ids: list[int], start: int) -> float:
+    """log P(ids[start:] | ids[:start]) from onnxruntime-genai's logits, one token at a time."""
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 1)  # llama: no sliding window
+    generator = og.Generator(model, params)
+    total = 0.0
+    for position, token in enumerate(ids):
+        if position >= start:
+            logits = generator.get_logits()[0, -1].astype(np.float64)
+            total += logits[token] - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        generator.append_tokens(np.asarray([token], dtype=np.int32))
+    return total
+
+
+def test_runtime_policy_on_a_genai_build(tiny):
+    """Stop strings, the output cap, deadlines and label scoring through ``Runtime`` on a GenAI folder."""
+    from edge_runtime.runtime import Runtime
+
+    folder = tiny.build("llama", "onnx", "int8")
+    with Runtime.load(str(folder), settings=SETTINGS) as runtime:
+        assert type(runtime.backend).__name__ == "OnnxGenaiBackend"
+        full = runtime.generate(PROMPT, max_tokens=12)
+        assert full.finish_reason == "length" and len(full.tokens) == 12
+        assert all(np.isfinite(token.logprob) and token.logprob <= 0 for token in full.tokens)
+        stop = next(token.text for token in full.tokens[2:] if token.text.strip())
+        stopped = runtime.generate(PROMPT, max_tokens=12, stop=[stop])
+        assert stopped.finish_reason == "stop" and stopped.text == full.text[:full.text.index(stop)]
+        assert runtime.generate(PROMPT, max_tokens=50, total_deadline_s=1e-6).finish_reason == "deadline"
+        choices = ["Paris", "Rome", "a city"]
+        scores = runtime.score_choices("The capital of France is", choices)
+        ids = [runtime.backend.tokenize("The capital of France is " + choice) for choice in choices]
+        shared = len(runtime.backend.tokenize("The capital of France is"))
+    assert sum(scores.probabilities) == pytest.approx(1.0)
+    assert all(ids_[:shared] == ids[0][:shared] for ids_ in ids)
+    expected = [genai_sequence_logprob(folder, ids_, shared) for ids_ in ids]
+    assert np.allclose(scores.logprobs, expected, atol=1e-4)
 
 
 def test_execution_provider_choice():
