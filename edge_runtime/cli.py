@@ -28,6 +28,18 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-output-tokens", type=int, default=1024, help="output-token cap (default 1024)")
     parser.add_argument("--ttft-deadline", type=float, default=None, help="time-to-first-token deadline, seconds")
     parser.add_argument("--deadline", type=float, default=None, help="total deadline, seconds")
+    _add_memory_options(parser)
+
+
+def _add_memory_options(parser: argparse.ArgumentParser) -> None:
+    """Settings that change what the fit plan counts; ``run`` and ``plan`` take the same ones."""
+    parser.add_argument("--batch", type=int, default=256, help="tokens per decode call (default 256)")
+    parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                        help="keep no saved prompt prefixes (the plan then counts no prefix store)")
+
+
+def _memory_settings(args: argparse.Namespace) -> dict:
+    return {"n_ctx": args.ctx, "n_batch": args.batch, "prefix_cache": args.prefix_cache}
 
 
 def caps_and_settings(args: argparse.Namespace):
@@ -39,7 +51,7 @@ def caps_and_settings(args: argparse.Namespace):
                 max_input_tokens=args.max_input_tokens, input_policy=args.input_policy,
                 max_output_tokens=args.max_output_tokens, ttft_deadline_s=args.ttft_deadline,
                 total_deadline_s=args.deadline)
-    return caps, LoadSettings(n_ctx=args.ctx, n_threads=args.threads)
+    return caps, LoadSettings(n_threads=args.threads, **_memory_settings(args))
 
 
 def _add_run(subparsers) -> None:
@@ -98,6 +110,9 @@ def _add_plan(subparsers) -> None:
     parser.add_argument("--ctx", type=int, default=2048)
     parser.add_argument("--memory-budget", type=int, default=None)
     parser.add_argument("--max-model-bytes", type=int, default=None)
+    parser.add_argument("--parallel", type=int, default=1, help="sequences decoded together, as the server's "
+                        "--parallel (default 1)")
+    _add_memory_options(parser)
     parser.set_defaults(handler=plan_command)
 
 
@@ -108,7 +123,7 @@ def plan_command(args: argparse.Namespace) -> int:
     budget = args.memory_budget if args.memory_budget is not None else default_memory_budget_bytes()
     caps = Caps(memory_budget_bytes=budget, max_model_bytes=args.max_model_bytes)
     resolved = resolve_model(args.model)
-    settings = LoadSettings(n_ctx=args.ctx)
+    settings = LoadSettings(n_parallel=args.parallel, **_memory_settings(args))
     plan = resolved.plan(caps, settings).to_dict()
     if resolved.format == "gguf":
         plan["native"] = _native_choice(resolved.path, settings)

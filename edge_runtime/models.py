@@ -126,10 +126,7 @@ class ResolvedModel:
 
     def plan(self, caps: Caps, settings: LoadSettings) -> FitPlan:
         if self.format == "gguf":
-            # the batched backend keeps one more sequence than it serves, for scoring
-            sequences = settings.n_parallel + 1 if settings.n_parallel > 1 else 1
-            return plan_gguf(read_header(self.path), settings.n_ctx * sequences, caps, settings.n_batch,
-                             settings.prefix_cache_bytes if settings.prefix_cache else 0)
+            return plan_gguf(read_header(self.path), settings, caps)
         return plan_files(self.path, self.bytes, settings.n_ctx, caps)
 
     def require_fit(self, caps: Caps, settings: LoadSettings) -> FitPlan:

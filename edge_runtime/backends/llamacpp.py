@@ -232,7 +232,7 @@ class LlamaCppBackend:
                 return
             lookup.append(step.token_id)
             policy.decoded(step.token_id)
-            draft = lookup.draft(min(budget - produced - 1, self.chunk_tokens - 1))
+            draft = lookup.draft(min(budget - produced - 1, self.context.n_outputs_max - 1))
             length = policy.length(len(draft))
             if not length:
                 policy.shadow(draft)
@@ -290,17 +290,19 @@ class LlamaCppBackend:
         return scores
 
     def _score_rest(self, prefix_length: int, continuation: list[int]) -> list[float]:
-        """Log-probabilities of continuation tokens after the first, in one batch, then rewound."""
+        """Log-probabilities of continuation tokens after the first, a few rows per decode, then rewound."""
         if len(continuation) < 2:
             return []
         if len(continuation) > self.chunk_tokens:
             raise InvalidRequestError(f"a choice of {len(continuation):,} tokens is longer than the batch of "
                                       f"{self.chunk_tokens:,}")
-        self._decode(continuation[:-1], all_logits=True)
-        logprobs = []
-        for index, token in enumerate(continuation[1:]):
-            row = self.context.logits_row(index)
-            logprobs.append(float(row[token]) - sampler.log_sum_exp(row))
+        logprobs, inputs, rows = [], continuation[:-1], self.context.n_outputs_max
+        for start in range(0, len(inputs), rows):
+            chunk = inputs[start:start + rows]
+            self._decode(chunk, all_logits=True)
+            for index, token in enumerate(continuation[start + 1:start + 1 + len(chunk)]):
+                row = self.context.logits_row(index)
+                logprobs.append(float(row[token]) - sampler.log_sum_exp(row))
         self._rewind_to(prefix_length)
         return logprobs
 
@@ -362,14 +364,17 @@ def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int) -> tuple[
     it (``edge_runtime.engine.safety.use_extra_buffers``)."""
     from edge_runtime.engine.cpu import system_info
     from edge_runtime.engine.safety import use_extra_buffers
+    from edge_runtime.plan import context_shape
 
     read_header(path)  # llama.cpp aborts the process on some malformed files: refuse them first
+    shape = context_shape(settings)  # the buffers the fit plan counted
     model = NativeModel(path, use_mmap=settings.use_mmap, n_gpu_layers=settings.n_gpu_layers,
                         repack_weights=use_extra_buffers(settings, system_info()))
     try:
         context = NativeContext(model, n_ctx=settings.n_ctx * n_seq_max, n_batch=settings.n_batch,
                                 n_threads=settings.n_threads or default_threads(), n_seq_max=n_seq_max,
-                                flash_attn=settings.flash_attn)
+                                flash_attn=settings.flash_attn, n_ubatch=shape.n_ubatch,
+                                n_outputs_max=shape.n_outputs_max)
     except BackendError:
         model.close()
         raise

@@ -109,15 +109,21 @@ class NativeModel:
 
 
 class NativeContext:
-    """Owns a ``llama_context``: the KV cache and compute buffers for ``n_seq_max`` sequences."""
+    """Owns a ``llama_context``: the KV cache and compute buffers for ``n_seq_max`` sequences.
+
+    llama.cpp sizes its compute and logits buffers for ``n_outputs_max`` rows per decode (by default, one per
+    token of a batch: 1 MiB each for a 262k vocabulary) and aborts the process on a batch asking for more, so
+    ``decode`` refuses such a batch first."""
 
     def __init__(self, model: NativeModel, *, n_ctx: int, n_batch: int, n_threads: int, n_seq_max: int = 1,
-                 flash_attn: bool | None = None) -> None:
+                 flash_attn: bool | None = None, n_ubatch: int | None = None,
+                 n_outputs_max: int | None = None) -> None:
         params = llama_cpp.llama_context_default_params()
         if flash_attn is not None:
             params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
                                       else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-        params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
+        params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_ubatch or n_batch
+        params.n_outputs_max = self.n_outputs_max = n_outputs_max or n_batch
         params.n_threads = params.n_threads_batch = n_threads
         params.n_seq_max = n_seq_max
         params.no_perf = True
@@ -131,6 +137,9 @@ class NativeContext:
     def decode(self, batch: "NativeBatch") -> None:
         if not self.pointer:
             raise BackendError("the context has been closed")
+        if batch.outputs > self.n_outputs_max:
+            raise BackendError(f"a batch asks for {batch.outputs} logits rows; the context keeps "
+                               f"{self.n_outputs_max}")
         status = llama_cpp.llama_decode(self.pointer, batch.batch)
         if status == 2:
             raise DecodeAborted("llama_decode was aborted")
@@ -197,7 +206,7 @@ class NativeBatch:
     """Owns a ``llama_batch`` of up to ``capacity`` tokens; refilled in place for every decode."""
 
     def __init__(self, capacity: int, n_seq_max: int = 1) -> None:
-        self.capacity = capacity
+        self.capacity, self.outputs = capacity, 0
         self.batch = llama_cpp.llama_batch_init(capacity, 0, n_seq_max)
 
     def fill(self, tokens: list[int], start_position: int, sequence: int = 0, *, all_logits: bool = False) -> None:
@@ -210,6 +219,7 @@ class NativeBatch:
             batch.seq_id[index][0] = sequence
             batch.logits[index] = all_logits or index == last
         batch.n_tokens = len(tokens)
+        self.outputs = len(tokens) if all_logits else min(1, len(tokens))
 
     def fill_entries(self, entries: list[tuple[int, int, int, bool]]) -> None:
         """Loads ``(token, position, sequence, wants_logits)`` entries from several sequences at once."""
@@ -221,6 +231,7 @@ class NativeBatch:
             batch.seq_id[index][0] = sequence
             batch.logits[index] = wants_logits
         batch.n_tokens = len(entries)
+        self.outputs = sum(entry[3] for entry in entries)
 
     def close(self) -> None:
         if self.batch is not None:
