@@ -38,6 +38,7 @@ demo: $(VENV)/.core
 		--stop "$${newline%.}"
 
 test: $(VENV)/.all
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-slow: $(VENV)/.all

@@ -85,7 +85,7 @@ def run_cloud(routed: list[Routed], price_in: float, price_out: float, latency_s
     """Escalated items as ``routed`` calls, the rest as ``reference`` calls, all on one loopback oracle."""
     from benchmarks.oracle_cloud import OracleAnswers, gateway_config, received_log
     from fallback.gateway import CloudGateway
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     jobs = [(r.item, ROUTED if r.escalated else REFERENCE) for r in routed]
     with LoopbackCloud(answer_fn=OracleAnswers([r.item for r in routed]), latency_s=latency_s) as cloud:

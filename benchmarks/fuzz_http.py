@@ -264,7 +264,7 @@ def _check_alive(http: httpx.Client, report: FuzzReport) -> None:
 
 def fuzz_servers(runtime, cloud_url: str, ledger_path=None):
     """The server under fuzz: the production wiring, escalating to the loopback cloud."""
-    from tests.reliability.conftest import build_server
+    from benchmarks.served import build_server
 
     return build_server(runtime, base_url=cloud_url, ledger_path=ledger_path, threshold=0.5)
 
@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_all(cases: int, schemathesis_cases: int, real_cases: int, seed_value: int = 0) -> list[FuzzReport]:
-    from fallback.loopback_cloud import LoopbackCloud
-    from tests.reliability.conftest import running, tiny_runtime
+    from benchmarks.loopback_cloud import LoopbackCloud
+    from benchmarks.served import running, tiny_runtime
 
     reports = []
     with LoopbackCloud(stall_limit_s=5.0) as cloud:
@@ -304,7 +304,7 @@ def run_all(cases: int, schemathesis_cases: int, real_cases: int, seed_value: in
 def _run_real(cloud_url: str, cases: int, seed_value: int) -> FuzzReport:
     from edge_runtime.caps import LoadSettings
     from edge_runtime.runtime import Runtime
-    from tests.reliability.conftest import running
+    from benchmarks.served import running
 
     with Runtime.load(None, settings=LoadSettings(n_parallel=2, n_ctx=1024)) as runtime:
         with running(fuzz_servers(runtime, cloud_url).app) as url:

@@ -177,7 +177,7 @@ def start_server(args: argparse.Namespace, stack: ExitStack) -> tuple[str, int]:
     """``edge-runtime serve`` in a child process on a free loopback port; waits (at most 300 s) for /health."""
     env = dict(os.environ)
     if args.with_cloud:
-        from fallback.loopback_cloud import LoopbackCloud
+        from benchmarks.loopback_cloud import LoopbackCloud
 
         cloud = stack.enter_context(LoopbackCloud(answer_fn=lambda body: "Cloud answer for the soak run."))
         env.update(EDGE_CLOUD_BASE_URL=cloud.base_url, EDGE_CLOUD_MODEL="loopback-1")

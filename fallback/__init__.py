@@ -3,8 +3,8 @@
 Parts, each usable alone: ``errors`` (one root, ``FallbackError``), ``breaker`` (circuit breaker with an
 injected clock), ``redaction`` (placeholders for personal data and secrets), ``providers`` (validated
 configuration), ``gateway`` (the async HTTP client with retries, deadlines and fallback order), ``ledger``
-(SQLite record of routes and costs) and ``loopback_cloud`` (a fault-injecting OpenAI-compatible server for
-tests). Only the errors load eagerly; everything else loads on first use, so ``import fallback`` stays cheap.
+(SQLite record of routes and costs). The fault-injecting loopback cloud the tests and benchmarks use is a
+test double, not part of this package: ``benchmarks.loopback_cloud``. Only the errors load eagerly; everything else loads on first use, so ``import fallback`` stays cheap.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ _LAZY = {
     "CloudChunk": "fallback.gateway", "Attempt": "fallback.gateway", "Usage": "fallback.gateway",
     "Ledger": "fallback.ledger", "LedgerEntry": "fallback.ledger", "LedgerSummary": "fallback.ledger",
     "format_summary": "fallback.ledger", "default_ledger_path": "fallback.ledger",
-    "LoopbackCloud": "fallback.loopback_cloud",
 }
 
 __all__ = [

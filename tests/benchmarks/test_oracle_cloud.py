@@ -7,7 +7,7 @@ import time
 
 from benchmarks.oracle_cloud import REFERENCE, ROUTED, OracleAnswers, ask_all, gateway_config, received_log
 from fallback.gateway import CloudGateway
-from fallback.loopback_cloud import LoopbackCloud
+from benchmarks.loopback_cloud import LoopbackCloud
 from fallback.tasks import TaskItem
 
 ITEMS = [TaskItem(id=f"c{i}", task="capitals", prompt=f"Q: capital {i}?\nA:", answer=f"City {i}", stop=["\n"])

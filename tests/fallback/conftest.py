@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fallback.loopback_cloud import LoopbackCloud
+from benchmarks.loopback_cloud import LoopbackCloud
 
 
 @pytest.fixture

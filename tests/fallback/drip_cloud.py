@@ -3,7 +3,7 @@
 Bytes keep arriving, so no single read ever waits long and a per-read timeout never fires; only a wall-clock
 deadline over the whole answer cuts it. The headers go out at once, then the body (plain JSON, or SSE chunks
 and ``[DONE]`` when the request says ``"stream": true``) drips at ``byte_delay_s`` per byte. The
-``LoopbackCloud`` in ``fallback.loopback_cloud`` covers the other slow faults (``latency:<s>`` hangs).
+``LoopbackCloud`` in ``benchmarks.loopback_cloud`` covers the other slow faults (``latency:<s>`` hangs).
 """
 
 from __future__ import annotations

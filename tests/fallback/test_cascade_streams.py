@@ -73,7 +73,7 @@ def runtime_for(text: bytes, confidence: float, gate_after: int | None = None, g
 
 @pytest.fixture()
 def cloud():
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with LoopbackCloud(answer_fn=lambda body: "Cloud answer.") as loopback:
         yield loopback

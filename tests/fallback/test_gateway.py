@@ -22,7 +22,7 @@ from fallback.cloud_wire import WireChunk
 from fallback.gateway import (
     CloudChunk, CloudGateway, CloudRequest, Usage, _StreamTotals, is_retryable, parse_retry_after,
 )
-from fallback.loopback_cloud import LoopbackCloud
+from benchmarks.loopback_cloud import LoopbackCloud
 from fallback.providers import GatewayConfig
 from fallback.redaction import Redactor
 

@@ -18,7 +18,7 @@ import pytest
 
 from fallback.errors import AllProvidersFailedError, ConfigError, ProviderTimeoutError, StreamInterruptedError
 from fallback.gateway import CloudChunk, CloudGateway, CloudRequest
-from fallback.loopback_cloud import LoopbackCloud
+from benchmarks.loopback_cloud import LoopbackCloud
 from fallback.providers import DEFAULT_ESCALATION_BUDGET_S, GatewayConfig
 from fallback.retry_policy import escalation_deadline
 from tests.fallback.drip_cloud import DripCloud

@@ -66,7 +66,7 @@ def test_local_answer_tree(runtime, spans):
 
 
 def test_escalated_answer_tree_has_attempts_and_redaction(runtime, spans):
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with LoopbackCloud(answer_fn=lambda body: "Paris") as cloud:
         cloud.enqueue_faults(["500"])
@@ -80,7 +80,7 @@ def test_escalated_answer_tree_has_attempts_and_redaction(runtime, spans):
 
 
 def test_degraded_answer_tree(runtime, spans):
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with LoopbackCloud(default_fault="500") as cloud:
         result, tree = _run(runtime, spans, threshold=1.0, cloud=cloud)
@@ -128,7 +128,7 @@ def test_streamed_local_answer_tree(runtime, spans):
 
 
 def test_streamed_escalation_tree_has_the_cloud_and_its_attempts(runtime, spans):
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with LoopbackCloud(answer_fn=lambda body: "Paris is the capital") as cloud:
         cloud.enqueue_faults(["500"])
@@ -140,7 +140,7 @@ def test_streamed_escalation_tree_has_the_cloud_and_its_attempts(runtime, spans)
 
 
 def test_streamed_degraded_answer_tree(runtime, spans):
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with LoopbackCloud(default_fault="500") as cloud:
         route, _, tree = _stream(runtime, spans, PolicyConfig(threshold=1.0, early_floor=0.999), cloud)
@@ -152,7 +152,7 @@ def test_a_failed_stream_marks_its_root_with_the_error(runtime, spans):
     from opentelemetry.trace import StatusCode
 
     from fallback.errors import FallbackError
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with LoopbackCloud(default_fault="500") as cloud, pytest.raises(FallbackError):
         _stream(runtime, spans, PolicyConfig(), cloud, route="cloud")

@@ -19,65 +19,8 @@ import pytest
 
 from edge_runtime.backends.base import SamplingParams, ShouldAbort
 from edge_runtime.results import TokenStep
-from tests.edge_runtime.server.conftest import free_port, running  # noqa: F401 - re-exported for the tests
-
-TINY_ANSWER = b" Paris is the capital."
-BOS = 256
-
-
-@dataclass
-class GatewayKnobs:
-    """The cloud side's patience, kept small so faults resolve quickly and deadlines can be measured."""
-
-    timeout_s: float = 1.0
-    connect_timeout_s: float = 0.5
-    max_retries: int = 2
-    overall_deadline_s: float = 2.0
-    backoff_base_s: float = 0.01
-    breaker_min_calls: int = 1000  # effectively off unless a test turns it on
-    breaker_cooldown_s: float = 30.0
-
-
-@dataclass
-class Built:
-    """A server and what a test needs to look inside it."""
-
-    server: object
-    app: object
-    ledger: object
-    knobs: GatewayKnobs = field(default_factory=GatewayKnobs)
-
-
-def build_server(runtime, *, base_url: str | None, ledger_path: Path | None = None, threshold: float = 0.0,
-                 knobs: GatewayKnobs | None = None, early_floor: float | None = None,
-                 max_in_flight: int = 64, breaker_clock=None) -> Built:
-    """The production wiring (``Cascade`` + ``CloudGateway`` + ``Ledger`` + ``EdgeServer``) with test knobs."""
-    import time
-
-    from edge_runtime.server.app import EdgeServer, ServerConfig, create_app
-    from fallback.cascade import Cascade
-    from fallback.gateway import CloudGateway
-    from fallback.ledger import Ledger
-    from fallback.policy import PolicyConfig
-    from fallback.providers import BreakerConfig, GatewayConfig, ProviderConfig
-
-    knobs = knobs or GatewayKnobs()
-    gateway = None
-    if base_url is not None:
-        provider = ProviderConfig(name="loopback", base_url=base_url, model="loopback-1", timeout_s=knobs.timeout_s,
-                                  connect_timeout_s=knobs.connect_timeout_s, max_retries=knobs.max_retries,
-                                  price_input_per_mtok=2.5, price_output_per_mtok=10.0)
-        breaker = BreakerConfig(window_size=10, min_calls=knobs.breaker_min_calls, failure_rate_threshold=0.5,
-                                cooldown_s=knobs.breaker_cooldown_s)
-        config = GatewayConfig(providers=[provider], overall_deadline_s=knobs.overall_deadline_s,
-                               backoff_base_s=knobs.backoff_base_s, backoff_max_s=0.05, breaker=breaker)
-        gateway = CloudGateway(config, breaker_clock=breaker_clock or time.monotonic)
-    ledger = Ledger(ledger_path) if ledger_path is not None else None
-    cascade = Cascade(runtime, gateway, PolicyConfig(threshold=threshold, early_floor=early_floor), ledger)
-    server = EdgeServer(cascade, ServerConfig(max_in_flight=max_in_flight, max_body_bytes=200_000))
-    server.ready = True
-    return Built(server, create_app(server), ledger, knobs)
-
+from benchmarks.served import (BOS, TINY_ANSWER, Built, GatewayKnobs, TinyBackend, build_server,  # noqa: F401
+                               free_port, running, tiny_runtime)  # re-exported for the tests
 
 # ------------------------------------------------------------------------------------------ cloud stand-ins
 
@@ -111,50 +54,6 @@ def unanswered_port() -> Iterator[int]:
 
 # ------------------------------------------------------------------------------------------ tiny fake model
 
-class TinyBackend:
-    """Bytes are tokens; every answer is ``TINY_ANSWER`` (cut at ``max_tokens``). No native code, ~0 ms."""
-
-    format = "gguf"
-    n_ctx = 2048
-    n_vocab = 257
-    concurrent = True
-
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        return ([BOS] if add_special else []) + list(text.encode("utf-8"))
-
-    def token_piece(self, token_id: int) -> bytes:
-        return b"" if token_id == BOS else bytes([token_id])
-
-    def chat_template(self) -> str | None:
-        return None
-
-    def special_tokens(self) -> tuple[str, str]:
-        return "", ""
-
-    def generate_tokens(self, prompt_ids: Sequence[int], sampling: SamplingParams,
-                        should_abort: ShouldAbort) -> Iterator[TokenStep]:
-        for index, byte in enumerate(TINY_ANSWER[: sampling.max_tokens]):
-            if should_abort():
-                return
-            top = tuple((other, -1.0 - rank) for rank, other in enumerate((byte, 32, 101)[: sampling.top_logprobs]))
-            yield TokenStep(byte, bytes([byte]), -0.05 * (index % 3), top)
-        yield TokenStep(BOS, b"", 0.0, (), is_end_of_generation=True)
-
-    def score_continuations(self, prefix_ids, continuations) -> list[list[float]]:
-        return [[-1.0] * len(ids) for ids in continuations]
-
-    def close(self) -> None:
-        pass
-
-
-def tiny_runtime():
-    from edge_runtime.caps import Caps
-    from edge_runtime.models import ResolvedModel
-    from edge_runtime.runtime import Runtime
-
-    return Runtime(TinyBackend(), ResolvedModel("gguf", Path("tiny.gguf")), Caps(), 0.0)
-
-
 @pytest.fixture(scope="session")
 def tiny():
     return tiny_runtime()
@@ -163,7 +62,7 @@ def tiny():
 @pytest.fixture()
 def fault_cloud() -> Iterator[object]:
     """A fresh loopback cloud per test (its ``received`` list starts empty); stalls end after 5 s."""
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with LoopbackCloud(answer_fn=lambda body: "Cloud says Paris is the capital of France.",
                        stall_limit_s=5.0) as cloud:

@@ -99,7 +99,7 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def harness(runtime, tmp_path_factory):
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with contextlib.ExitStack() as stack:
         cloud = stack.enter_context(LoopbackCloud(answer_fn=lambda body: "Cloud says Paris.",

@@ -23,7 +23,7 @@ from tests.reliability.conftest import TinyBackend, build_server, running
 
 @pytest.fixture(scope="module")
 def tiny_url(tiny):
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with LoopbackCloud(stall_limit_s=5.0) as cloud, running(fuzz_servers(tiny, cloud.base_url).app) as url:
         yield url
@@ -80,7 +80,7 @@ def test_real_model_short_run(real_url, request, extra):
 
 @pytest.fixture(scope="module")
 def real_url(runtime):
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with LoopbackCloud(stall_limit_s=5.0) as cloud, running(fuzz_servers(runtime, cloud.base_url).app) as url:
         yield url

@@ -11,33 +11,8 @@ import httpx
 import pytest
 
 from edge_runtime.caps import LoadSettings
+from benchmarks.served import free_port, running  # noqa: F401 - re-exported for the tests
 from edge_runtime.runtime import Runtime
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def running(app):
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +23,7 @@ def batched_runtime(bundled_path):
 
 @pytest.fixture(scope="session")
 def cloud():
-    from fallback.loopback_cloud import LoopbackCloud
+    from benchmarks.loopback_cloud import LoopbackCloud
 
     with LoopbackCloud(answer_fn=lambda body: "Cloud says Paris.") as test_cloud:
         yield test_cloud
@@ -66,7 +41,9 @@ def make_server(runtime, *, cloud=None, threshold=0.0, api_key=None, max_in_flig
     if cloud is not None:
         provider = ProviderConfig(name="loopback", base_url=cloud.base_url, model="loopback-1", timeout_s=5,
                                   max_retries=1, price_input_per_mtok=2.5, price_output_per_mtok=10.0)
-        gateway = CloudGateway(GatewayConfig(providers=[provider], overall_deadline_s=10, backoff_base_s=0.01))
+        # generous: the overall deadline counts the local turn, which a busy machine can slow to seconds
+        gateway = CloudGateway(GatewayConfig(providers=[provider], overall_deadline_s=30, escalation_budget_s=30,
+                                             backoff_base_s=0.01))
     cascade = Cascade(runtime, gateway, PolicyConfig(threshold=threshold, early_floor=early_floor), ledger)
     server = EdgeServer(cascade, ServerConfig(api_key=api_key, max_in_flight=max_in_flight,
                                               max_body_bytes=max_body_bytes))

@@ -23,7 +23,7 @@ echo of the last user message. ``max_tokens`` truncates to that many words (``fi
 but deterministic and good enough to check cost arithmetic. Streams report usage only when asked with
 ``stream_options.include_usage``, as OpenAI does; ``include_usage=False`` leaves usage out everywhere.
 
-Run ``python -m fallback.loopback_cloud --port 8081`` to try a client against it by hand.
+Run ``python -m benchmarks.loopback_cloud --port 8081`` to try a client against it by hand.
 """
 
 from __future__ import annotations
