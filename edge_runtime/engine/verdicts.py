@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 VERDICTS_FILE = "native-verdicts.json"
+IDENTITY_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -30,18 +31,26 @@ class Verdict:
 
 @lru_cache(maxsize=1)
 def llama_build_id() -> str:
-    """The llama.cpp build this process runs: the binding's version and its native library's size and time."""
+    """The llama.cpp build this process runs: the binding's version and its native libraries' names and sizes
+    (not their times or folder: a one-file executable unpacks them afresh at every start)."""
     import llama_cpp
 
     library = Path(llama_cpp.__file__).parent / "lib"
-    stats = sorted((path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in library.glob("*.so*")) \
-        if library.is_dir() else []
+    stats = sorted((path.name, path.stat().st_size) for path in library.glob("*.so*")) if library.is_dir() else []
     return f"{llama_cpp.__version__}:{hashlib.sha256(repr(stats).encode()).hexdigest()[:12]}"
 
 
 def file_identity(path: Path) -> list:
-    status = path.stat()
-    return [str(path.resolve()), status.st_size, status.st_mtime_ns]
+    """The model file by content, cheaply: its size and a hash of its first and last MiB (not its path or
+    times: the same model copied elsewhere, or unpacked by a frozen build at every start, is the same model)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(IDENTITY_BYTES))
+        if size > 2 * IDENTITY_BYTES:
+            handle.seek(size - IDENTITY_BYTES)
+            digest.update(handle.read(IDENTITY_BYTES))
+    return [size, digest.hexdigest()[:32]]
 
 
 def verdict_key(path: Path, configuration: dict, cpu: str, build: str) -> str:

@@ -79,3 +79,18 @@ def test_the_real_probe_passes_on_the_bundled_model_once(bundled_path, store):
     first = safe_settings(bundled_path, settings, store=store)
     assert first.probed == 1 and first.settings == settings
     assert safe_settings(bundled_path, settings, store=store).probed == 0
+
+
+def test_a_verdict_follows_the_file_content_not_its_path(model_file, store, tmp_path):
+    """A one-file executable unpacks its model to a new folder at every start: that must not re-probe."""
+    import shutil
+
+    settings = LoadSettings(n_parallel=2, n_threads=2)
+    safe_settings(model_file, settings, info=EPYC_AVX2, store=store, probe_argv=crashing("extra"))
+    moved = tmp_path / "elsewhere" / "model.gguf"
+    moved.parent.mkdir()
+    shutil.copy(model_file, moved)
+    again = safe_settings(moved, settings, info=EPYC_AVX2, store=store, probe_argv=crashing("always"))
+    assert again.probed == 0 and again.settings.extra_buffers is False
+    moved.write_bytes(b"GGUF" + bytes(63) + b"\x01")  # other content: probed anew
+    assert safe_settings(moved, settings, info=EPYC_AVX2, store=store, probe_argv=crashing("extra")).probed == 2
