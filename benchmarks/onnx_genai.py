@@ -164,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         rows[label] = {"path": path, **run_child(model_format, path, args)}
     from benchmarks.fingerprint import cpu_info
 
-    report = {"cpu": cpu_info()["model"], "threads": args.threads, "runs": args.runs, "prompt_tokens": args.prompt_tokens,
-              "decode_tokens": args.decode_tokens, "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+    report = {"cpu": cpu_info()["model"], "threads": args.threads, "runs": args.runs,
+              "prompt_tokens": args.prompt_tokens, "decode_tokens": args.decode_tokens,
+              "load_average_before_after": [load_before[0], os.getloadavg()[0]],
               "builds": rows, "ratios": ratios(rows)}
     print(f"CPU: {report['cpu']}, {args.threads} threads, load average {load_before[0]:.1f} -> "
           f"{os.getloadavg()[0]:.1f}\n" + table(rows))

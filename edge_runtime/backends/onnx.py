@@ -7,8 +7,9 @@ Two layouts load here:
   is installed; otherwise by plain onnxruntime below, feeding the ``attention_mask`` input, unless the graph
   keeps a sliding-window cache only GenAI manages (Gemma 3), which then raises ``BackendUnavailableError``;
 * our explicit-KV layout (``portable-fp32`` and ``int8-dynamic`` presets, and builds made before GenAI
-  folders): ``model.onnx`` taking ``input_ids`` (1, T) and ``past_key_values.{i}.key|value`` (1, kv_heads, P, head_dim), returning ``logits``
-  and ``present.{i}.key|value``; ``tokenizer.json`` and ``edge_model.json`` beside it.
+  folders): ``model.onnx`` taking ``input_ids`` (1, T) and ``past_key_values.{i}.key|value``
+  (1, kv_heads, P, head_dim), returning ``logits`` and ``present.{i}.key|value``; ``tokenizer.json`` and
+  ``edge_model.json`` beside it.
 
 On the plain onnxruntime path the cache lives here as numpy arrays: a request that shares a prefix with the
 previous one keeps that part (a slice, no copy). Execution providers come from ``backends/onnx_providers.py``.
@@ -92,10 +93,10 @@ class OnnxDecoderSession:
             raise ModelFileError(model_path, "not a KV-cache decoder (needs input_ids and past_key_values.*)")
         first = next(item for item in inputs if item.name == self.past_names[0])
         if any("sliding" in str(dim) for item in inputs if item.name in self.past_names for dim in item.shape):
-            raise BackendUnavailableError(f"{model_path.parent}: its sliding-window KV cache is managed by "
-                                          "onnxruntime-genai, which is not installed (pip install 'edge-runtime[onnx]')")
-        self.kv_heads, self.head_dim = int(first.shape[1]), first.shape[3]
-        self.head_dim = int(self.head_dim) if isinstance(self.head_dim, int) else None
+            raise BackendUnavailableError(f"{model_path.parent}: its sliding-window KV cache is managed by onnxruntime-"
+                                          "genai, which is not installed (pip install 'edge-runtime[onnx]')")
+        self.kv_heads = int(first.shape[1])
+        self.head_dim = first.shape[3] if isinstance(first.shape[3], int) else None  # GenAI: symbolic
         self.cache_dtype = _ORT_TYPES.get(first.type, np.float32)
         self.takes_attention_mask = "attention_mask" in names  # GenAI graphs: (1, P+T) ones
         # presents in the order of the pasts they replace (GenAI graphs list keys, then values)
