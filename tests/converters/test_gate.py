@@ -49,7 +49,7 @@ def test_a_damaged_build_is_rejected(tiny, tmp_path):
     import shutil
 
     build = tmp_path / "damaged"
-    shutil.copytree(tiny.build("gemma3", "onnx", "fp32"), build)
+    shutil.copytree(tiny.build("gemma3", "onnx", "portable-fp32"), build)
     data = np.fromfile(build / "model.onnx.data", dtype=np.float32)
     rng = np.random.default_rng(0)
     data += rng.standard_normal(data.shape).astype(np.float32) * data.std()  # noise as large as the weights
