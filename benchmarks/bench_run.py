@@ -151,9 +151,13 @@ def usable_lengths(spec: RunSpec, n_ctx: int) -> tuple[list[int], list[str]]:
 
 
 def execution_details(runtime) -> dict:
-    """What really ran: GPU layers for llama.cpp, the session's providers for onnxruntime."""
+    """What really ran: GPU layers for llama.cpp, the session's providers for onnxruntime, the execution
+    provider an ONNX Runtime GenAI model was configured with."""
     session = getattr(getattr(runtime.backend, "session", None), "session", None)
     providers = list(session.get_providers()) if hasattr(session, "get_providers") else []
+    genai_provider = getattr(runtime.backend, "execution_provider", None)
+    if not providers and genai_provider:
+        providers = [genai_provider]
     settings = getattr(runtime.backend, "settings", None)
     return {"n_gpu_layers": getattr(settings, "n_gpu_layers", 0), "execution_providers": providers,
             "n_threads": getattr(settings, "n_threads", None)}

@@ -18,6 +18,8 @@ EXIT_USAGE_OR_MODEL_ERROR = 2
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="GGUF file, build folder or manifest.json (default: bundled)")
+    parser.add_argument("--backend", choices=["gguf", "onnx", "coreml"], default=None,
+                        help="with a manifest: use only builds of this format")
     parser.add_argument("--ctx", type=int, default=2048, help="context length in tokens (default 2048)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--memory-budget", type=int, default=None, help="memory budget in bytes (default: half RAM)")
@@ -88,7 +90,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     prompt = sys.stdin.buffer.read() if args.prompt == "-" else args.prompt
     caps, settings = caps_and_settings(args)
-    with Runtime.load(args.model, caps=caps, settings=settings) as runtime:
+    with Runtime.load(args.model, caps=caps, settings=settings, backend=args.backend) as runtime:
         request = {"messages": [{"role": "user", "content": prompt}]} if args.chat else {"prompt": prompt}
         stream = runtime.stream(**request, **_generation_options(args))
         for event in stream:

@@ -152,8 +152,9 @@ def detect_format(path: Path) -> str:
     return "gguf"
 
 
-def _from_manifest(path: Path, caps: Caps, n_ctx: int) -> ResolvedModel:
-    """The best accepted build of a converter manifest that fits the memory budget."""
+def _from_manifest(path: Path, caps: Caps, n_ctx: int, formats: Sequence[str] | None = None) -> ResolvedModel:
+    """The best accepted build of a converter manifest that fits the memory budget (of ``formats`` only, when
+    given)."""
     try:
         from converters.choose import choose_build
         from converters.errors import ConversionError
@@ -163,7 +164,7 @@ def _from_manifest(path: Path, caps: Caps, n_ctx: int) -> ResolvedModel:
 
     budget = caps.memory_budget_bytes if caps.memory_budget_bytes is not None else 1 << 62
     try:
-        model_format, build_path = choose_build(path, list(BACKENDS), budget)
+        model_format, build_path = choose_build(path, list(formats or BACKENDS), budget)
     except ConversionError as exc:
         raise ModelFileError(path, str(exc)) from exc
     return ResolvedModel(model_format, Path(build_path))
@@ -178,11 +179,21 @@ def require_inside(path: Path, allowed_dirs: Sequence[str | os.PathLike]) -> Non
 
 
 def resolve_model(model: str | os.PathLike | None, *, caps: Caps | None = None, n_ctx: int = 2048,
-                  allowed_dirs: Sequence[str | os.PathLike] | None = None) -> ResolvedModel:
+                  allowed_dirs: Sequence[str | os.PathLike] | None = None,
+                  formats: Sequence[str] | None = None) -> ResolvedModel:
     """The bundled default for None, the best fitting build for a ``manifest.json``, else the path itself.
 
     Give ``allowed_dirs`` when the path comes from outside (a request, a config a user can edit): a path that
-    resolves outside those folders is refused with ``ModelFileError`` before anything is opened."""
+    resolves outside those folders is refused with ``ModelFileError`` before anything is opened. ``formats``
+    limits a manifest's choice to builds of those formats (``--backend onnx``); another model is refused unless
+    it is of one of them."""
+    resolved = _resolve(model, caps, n_ctx, allowed_dirs, formats)
+    if formats and resolved.format not in formats:
+        raise ModelFileError(resolved.path, f"is a {resolved.format} model; asked for {', '.join(formats)}")
+    return resolved
+
+
+def _resolve(model, caps, n_ctx, allowed_dirs, formats) -> ResolvedModel:
     if model is None or str(model) in ("", "default", BUNDLED_NAME):
         return ResolvedModel("gguf", bundled_model_path())
     path = Path(model).expanduser()
@@ -191,7 +202,7 @@ def resolve_model(model: str | os.PathLike | None, *, caps: Caps | None = None, 
     if not path.exists():
         raise ModelFileError(path, "no such file")
     if path.is_file() and path.suffix == ".json":
-        return _from_manifest(path, caps or Caps(), n_ctx)
+        return _from_manifest(path, caps or Caps(), n_ctx, formats)
     return ResolvedModel(detect_format(path), path)
 
 

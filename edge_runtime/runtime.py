@@ -79,16 +79,18 @@ class Runtime:
 
     @classmethod
     def load(cls, model: str | Path | None = None, *, caps: Caps | None = None,
-             settings: LoadSettings | None = None, isolation: Isolation = "none") -> "Runtime":
+             settings: LoadSettings | None = None, isolation: Isolation = "none",
+             backend: str | None = None) -> "Runtime":
         """Loads ``model`` (a path, a manifest, or None for the bundled default) after checking its fit plan.
 
         ``isolation="process"`` runs the backend in a supervised child process: a native crash there raises
         ``EngineCrashedError`` in the requests it was serving (never killing this process) and the child is
         restarted. ``"none"`` (the default) runs it in this process; a GGUF model's first load on a machine is
-        still probed in a child (see ``edge_runtime.engine.probe``)."""
+        still probed in a child (see ``edge_runtime.engine.probe``). ``backend`` ("gguf", "onnx", "coreml")
+        makes a manifest choose among builds of that format only."""
         caps, settings = caps or Caps(), settings or LoadSettings()
         started = time.perf_counter()
-        resolved = resolve_model(model, caps=caps, n_ctx=settings.n_ctx)
+        resolved = resolve_model(model, caps=caps, n_ctx=settings.n_ctx, formats=[backend] if backend else None)
         plan = resolved.require_fit(caps, settings)
         if resolved.format == "gguf" and plan.prefix_cache_bytes < settings.prefix_cache_bytes:
             settings = settings.model_copy(update={"prefix_cache_bytes": plan.prefix_cache_bytes})

@@ -38,7 +38,7 @@ class SupervisedBackend:
         self.model_format, self.path, self.settings = model_format, path, settings
         self.start_wait_s, self.backoff_s, self.max_backoff_s = start_wait_s, backoff_s, max_backoff_s
         self.worker_argv, self.verdicts = worker_argv, verdicts
-        self.concurrent = settings.n_parallel > 1
+        self.concurrent = model_format == "gguf" and settings.n_parallel > 1
         self.notes: list[str] = []
         self.restarts: collections.Counter[str] = collections.Counter()
         self.state = "starting"
@@ -77,9 +77,10 @@ class SupervisedBackend:
     def _launch(self) -> None:
         from edge_runtime.engine.probe import safe_settings
 
-        choice = safe_settings(self.path, self.settings, **({"store": self.verdicts} if self.verdicts else {}))
-        self.settings = choice.settings
-        self._add_notes(choice.notes)
+        if self.model_format == "gguf":  # the probe and its ladder are about llama.cpp's native configurations
+            choice = safe_settings(self.path, self.settings, **({"store": self.verdicts} if self.verdicts else {}))
+            self.settings = choice.settings
+            self._add_notes(choice.notes)
         engine = ProcessBackend.start(self.model_format, self.path, self.settings, argv=self.worker_argv,
                                       on_death=self._on_death)
         self._engine, self._info, self.state = engine, engine.info, "ready"
@@ -109,7 +110,7 @@ class SupervisedBackend:
         """Counts the death; a native fault while loading or early blames the configuration: step down."""
         self.restarts[cause] += 1
         self._consecutive_failures += 1
-        if not (loading or early) or cause in OUTSIDE_KILLS or cause.startswith("exit"):
+        if not (loading or early) or cause in OUTSIDE_KILLS or cause.startswith("exit") or self.model_format != "gguf":
             return
         self._step_down(cause)
 

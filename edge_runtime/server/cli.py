@@ -10,6 +10,8 @@ import sys
 def add_parsers(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="OpenAI-compatible HTTP server with cloud escalation")
     parser.add_argument("--model", default=None, help="GGUF file or manifest.json (default: bundled)")
+    parser.add_argument("--backend", choices=["gguf", "onnx", "coreml"], default=None,
+                        help="with a manifest: use only builds of this format")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this device only)")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--api-key-env", default=None, help="environment variable holding the bearer API key")
@@ -68,7 +70,7 @@ def build_server(args: argparse.Namespace):
                             prefix_cache_bytes=_megabytes(args.prefix_cache_mb),
                             native_probe=not args.no_native_probe)
     isolation = "none" if args.in_process else "process-background"
-    runtime = Runtime.load(args.model, caps=Caps(), settings=settings, isolation=isolation)
+    runtime = Runtime.load(args.model, caps=Caps(), settings=settings, isolation=isolation, backend=args.backend)
     calibrator = Calibrator.load(args.calibration) if args.calibration else None
     ledger = None if args.no_ledger else Ledger(args.ledger)
     cascade = Cascade(runtime, _gateway(args), _policy(calibrator), ledger, calibrator)
