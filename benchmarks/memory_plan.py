@@ -70,15 +70,26 @@ class Row:
         return self.plan_bytes / self.peak_rss_bytes
 
 
+# Started from a small interpreter, not from the caller: Linux counts the parent's resident pages at fork time
+# in a child's ru_maxrss (exec records the old address space's high-water mark), so a child of a large process
+# (a test session holding models) would report the parent's peak instead of its own.
+MEASURER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def peak_rss_bytes(argv: list[str]) -> int:
     """Runs ``argv`` to the end and returns its peak resident set (raises if it fails)."""
-    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as process:
-        stderr = process.stderr.read().decode("utf-8", "replace")  # to the end: the child has exited or is exiting
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:5])} ... exited {process.returncode}: {stderr[-800:]}")
-    return usage.ru_maxrss * 1024  # kilobytes on Linux
+    finished = subprocess.run([sys.executable, "-c", MEASURER, *argv], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, check=False)
+    fields = finished.stdout.split()
+    returncode = int(fields[0]) if len(fields) == 2 else finished.returncode
+    if returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:5])} ... exited {returncode}: {finished.stderr[-800:]}")
+    return int(fields[1]) * 1024  # kilobytes on Linux
 
 
 def cli(*args: str) -> list[str]:
