@@ -10,9 +10,14 @@ Templates run in Jinja's immutable sandbox: a template comes from a model file, 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import logging
 from collections.abc import Sequence
 
 from edge_runtime.errors import InvalidRequestError
+
+log = logging.getLogger("edge_runtime.chat")
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 PLAIN_ROLE_NAMES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant",
@@ -46,6 +51,12 @@ def render_plain(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(turns) + "\n\nAssistant:"
 
 
+@functools.lru_cache(maxsize=32)
+def _warn_broken_template(template_id: str, error: str) -> None:
+    """Says once per template that the model's chat template is broken and the plain layout is used."""
+    log.warning("the model's chat template %s failed (%s); using the plain chat layout instead", template_id, error)
+
+
 def render_template(template: str, messages: list[dict[str, str]], bos_token: str, eos_token: str) -> str:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -68,5 +79,6 @@ def render_chat(messages: object, template: str | None, bos_token: str = "", eos
         return render_template(template, normalised, bos_token, eos_token)
     except InvalidRequestError:
         raise
-    except Exception:  # noqa: BLE001 - a broken template in a model file falls back to the plain one
+    except Exception as exc:  # noqa: BLE001 - a broken template in a model file falls back to the plain one
+        _warn_broken_template(hashlib.sha256(template.encode()).hexdigest()[:12], f"{type(exc).__name__}: {exc}")
         return render_plain(normalised)

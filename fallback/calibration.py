@@ -11,6 +11,8 @@ numpy; no model, no I/O except ``save``/``load``.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -70,10 +72,11 @@ class Calibrator:
 
 
 def _step(knots: Sequence[tuple[float, float]], value: float) -> float:
+    """The isotonic map at ``value``: the level of the last knot at or below it (the first level below all)."""
     if not knots:
         return 0.5
-    xs = [x for x, _ in knots]
-    return float(np.interp(value, xs, [y for _, y in knots]))
+    index = bisect.bisect_right([x for x, _ in knots], value) - 1
+    return float(knots[max(index, 0)][1])
 
 
 def signal_value(signals: dict[str, float], feature: str) -> float:
@@ -112,14 +115,19 @@ def fit_platt(rows: Sequence[dict[str, float]], correct: Sequence[bool], feature
 
 
 def fit_isotonic(scores: Sequence[float], correct: Sequence[bool], feature: str) -> Calibrator:
-    """Pool-adjacent-violators on one signal: a monotone, non-decreasing map to P(correct)."""
-    order = np.argsort(np.asarray(scores, dtype=np.float64), kind="mergesort")
-    blocks: list[list[float]] = []  # [sum of y, count, last x]
-    for index in order:
-        blocks.append([float(correct[index]), 1.0, float(scores[index])])
+    """Pool-adjacent-violators on one signal: a monotone, non-decreasing step map to P(correct).
+
+    Tied scores are pooled first (one score, one level), so knots have strictly increasing positions; each
+    knot is where its level begins."""
+    values, labels = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    blocks: list[list[float]] = []  # [sum of y, count, first x]
+    for x, tied in itertools.groupby(order, key=lambda index: values[index]):
+        members = list(tied)
+        blocks.append([float(labels[members].sum()), float(len(members)), float(x)])
         while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
             last = blocks.pop()
-            blocks[-1] = [blocks[-1][0] + last[0], blocks[-1][1] + last[1], last[2]]
+            blocks[-1] = [blocks[-1][0] + last[0], blocks[-1][1] + last[1], blocks[-1][2]]
     knots = [(x, total / count) for total, count, x in blocks]
     return Calibrator("isotonic", [feature], knots=knots)
 
@@ -189,9 +197,13 @@ def constant_calibrator(correct: Sequence[bool]) -> Calibrator:
                              "positives": int(sum(map(bool, correct)))})
 
 
-def fold_indices(count: int, folds: int, seed: int) -> list[np.ndarray]:
-    order = np.random.default_rng(seed).permutation(count)
-    return [order[fold::folds] for fold in range(folds)]
+def fold_indices(labels: Sequence[bool], folds: int, seed: int) -> list[np.ndarray]:
+    """Stratified folds: each class shuffled and dealt round-robin, so every fold keeps the class balance."""
+    labels = np.asarray(labels, dtype=bool)
+    rng = np.random.default_rng(seed)
+    dealt = [rng.permutation(np.flatnonzero(labels == value)) for value in (True, False)]
+    order = np.concatenate(dealt)
+    return [np.sort(order[fold::folds]) for fold in range(folds)]
 
 
 def cross_validated_auroc(candidate: Candidate, rows: Sequence[dict[str, float]], correct: Sequence[bool],
@@ -199,7 +211,7 @@ def cross_validated_auroc(candidate: Candidate, rows: Sequence[dict[str, float]]
     """AUROC of the out-of-fold predictions pooled over ``folds`` folds (nan when a class is missing)."""
     labels = np.asarray(correct, dtype=bool)
     predictions = np.zeros(len(rows))
-    for held_out in fold_indices(len(rows), folds, seed):
+    for held_out in fold_indices(labels, folds, seed):
         train = np.setdiff1d(np.arange(len(rows)), held_out)
         if labels[train].all() or not labels[train].any():
             return float("nan")

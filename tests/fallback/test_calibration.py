@@ -111,3 +111,28 @@ def test_selection_prefers_the_informative_feature_by_cross_validation():
 def test_selection_with_one_class_gives_a_constant_calibrator():
     chosen = select_calibrator([Candidate("x", "platt", ("x",))], [{"x": 1.0}, {"x": 2.0}], [True, True])
     assert chosen.predict({"x": -5.0}) == chosen.predict({"x": 5.0}) == pytest.approx(0.75)
+
+
+def test_isotonic_pools_ties_into_one_knot_and_is_a_step_function():
+    from fallback.calibration import fit_isotonic
+
+    scores = [0.1, 0.2, 0.2, 0.2, 0.5, 0.5, 0.9, 0.9]
+    correct = [False, False, True, True, False, True, True, True]
+    calibrator = fit_isotonic(scores, correct, "s")
+    positions = [x for x, _ in calibrator.knots]
+    assert positions == sorted(set(positions)), "one knot per tied score, strictly increasing"
+    levels = [level for _, level in calibrator.knots]
+    assert levels == sorted(levels)  # monotone
+    # a step function: between two knots the lower knot's level holds (no interpolation)
+    (x0, y0), (x1, _) = calibrator.knots[0], calibrator.knots[1]
+    assert calibrator.predict({"s": (x0 + x1) / 2}) == y0
+    assert calibrator.predict({"s": -5.0}) == y0 and calibrator.predict({"s": 5.0}) == levels[-1]
+
+
+def test_cross_validation_folds_keep_the_class_balance():
+    from fallback.calibration import fold_indices
+
+    labels = [True] * 10 + [False] * 40
+    folds = fold_indices(labels, 5, seed=3)
+    assert sorted(index for fold in folds for index in fold) == list(range(50))
+    assert [sum(labels[i] for i in fold) for fold in folds] == [2, 2, 2, 2, 2]
