@@ -52,31 +52,46 @@ def safe_settings(path: Path, settings: LoadSettings, *, info: str | None = None
                   store: VerdictStore | None = None, probe_argv: ProbeArgv = default_probe_argv) -> SafeChoice:
     """The first configuration of the safety ladder that does not crash on this machine (probing those
     without a cached verdict). Raises ``BackendError`` when every configuration crashed."""
-    from edge_runtime.engine.cpu import cpu_fingerprint, has_amx, system_info
+    from edge_runtime.engine.cpu import has_amx, system_info
 
     info = system_info() if info is None else info
     choice = SafeChoice(settings, _cpu_notes(settings, info, has_amx(info)))
     if probe_disabled(settings):
         return choice
     store = store or VerdictStore()
-    cpu, build = cpu_fingerprint(info), llama_build_id()
-    crashed = None  # what the previous configuration did, said once the next one is tried
-    for label, candidate in safety.ladder(settings, info):
-        if crashed is not None:
-            _step_note(choice.notes, path, f"{crashed}; stepping down: {label}")
-        key = verdict_key(path, safety.signature(candidate, info), cpu, build)
+
+    def verdict_of(key: str, candidate: LoadSettings) -> Verdict | None:
         verdict = store.get(key)
         if verdict is None:
             verdict, choice.probed = run_probe(path, candidate, info, probe_argv), choice.probed + 1
             if verdict is not None:
                 store.put(key, verdict)
+        return verdict
+
+    candidate, _ = _walk_ladder(path, settings, info, verdict_of, lambda note: _step_note(choice.notes, path, note))
+    if candidate is None:
+        raise BackendError(f"{path}: every native configuration crashed in a probe on this machine "
+                           f"({'; '.join(choice.notes)})")
+    choice.settings = candidate
+    return choice
+
+
+def _walk_ladder(path: Path, settings: LoadSettings, info: str, verdict_of, say) -> tuple:
+    """(the first configuration of the ladder whose verdict is ok or unknown, that verdict), stepping past the
+    ones that crashed and telling ``say`` each step; (None, None) when every configuration crashed."""
+    from edge_runtime.engine.cpu import cpu_fingerprint
+
+    cpu, build = cpu_fingerprint(info), llama_build_id()
+    crashed = None  # what the previous configuration did, said once the next one is tried
+    for label, candidate in safety.ladder(settings, info):
+        if crashed is not None:
+            say(f"{crashed}; stepping down: {label}")
+        verdict = verdict_of(verdict_key(path, safety.signature(candidate, info), cpu, build), candidate)
         if verdict is None or verdict.ok:
-            choice.settings = candidate
-            return choice
+            return candidate, verdict
         crashed = f"native configuration ({verdict.configuration}) {verdict.detail}"
-    _step_note(choice.notes, path, crashed)
-    raise BackendError(f"{path}: every native configuration crashed in a probe on this machine "
-                       f"({'; '.join(choice.notes)})")
+    say(crashed)
+    return None, None
 
 
 def _step_note(notes: list[str], path: Path, note: str) -> None:
@@ -146,18 +161,13 @@ def mark_crashed(path: Path, settings: LoadSettings, info: str, detail: str,
 def cached_choice(path: Path, settings: LoadSettings, *, info: str | None = None,
                   store: VerdictStore | None = None) -> dict:
     """What a load of ``path`` would run with, from cached verdicts only (never probes): for plan / models."""
-    from edge_runtime.engine.cpu import cpu_fingerprint, has_amx, system_info
+    from edge_runtime.engine.cpu import has_amx, system_info
 
     info = system_info() if info is None else info
-    store, cpu, build = store or VerdictStore(), cpu_fingerprint(info), llama_build_id()
+    store = store or VerdictStore()
     notes = _cpu_notes(settings, info, has_amx(info))
-    crashed = None
-    for label, candidate in safety.ladder(settings, info):
-        if crashed is not None:
-            notes.append(f"{crashed}; stepping down: {label}")
-        verdict = store.get(verdict_key(path, safety.signature(candidate, info), cpu, build))
-        if verdict is None or verdict.ok:
-            status = "probe passed" if verdict is not None else "not probed yet (the first load probes it)"
-            return {"configuration": safety.describe(candidate, info), "status": status, "notes": notes}
-        crashed = f"native configuration ({verdict.configuration}) {verdict.detail}"
-    return {"configuration": None, "status": "every configuration crashed", "notes": [*notes, crashed]}
+    candidate, verdict = _walk_ladder(path, settings, info, lambda key, _candidate: store.get(key), notes.append)
+    if candidate is None:
+        return {"configuration": None, "status": "every configuration crashed", "notes": notes}
+    status = "probe passed" if verdict is not None else "not probed yet (the first load probes it)"
+    return {"configuration": safety.describe(candidate, info), "status": status, "notes": notes}
