@@ -8,7 +8,6 @@ the product's packages, so benchmarks can use them without importing the tests.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -16,17 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.ports import free_port  # noqa: F401  (re-exported: tests import it from here)
 from edge_runtime.backends.base import SamplingParams, ShouldAbort
 from edge_runtime.results import TokenStep
 
 TINY_ANSWER = b" Paris is the capital."
 BOS = 256
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import httpx
+
+from benchmarks.ports import free_port
 
 ALLOWED_ERRORS = {"HTTP 429", "HTTP 503"}
 PROMPTS = ["Q: What is the capital of France?\nA:", "Write one sentence about the sea.",
@@ -167,12 +168,6 @@ def _mb(value: int) -> float:
     return round(value / 2 ** 20, 1)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_server(args: argparse.Namespace, stack: ExitStack) -> tuple[str, int]:
     """``edge-runtime serve`` in a child process on a free loopback port; waits (at most 300 s) for /health."""
     env = dict(os.environ)
@@ -183,7 +178,7 @@ def start_server(args: argparse.Namespace, stack: ExitStack) -> tuple[str, int]:
         env.update(EDGE_CLOUD_BASE_URL=cloud.base_url, EDGE_CLOUD_MODEL="loopback-1")
     else:
         env.pop("EDGE_CLOUD_BASE_URL", None)
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "edge_runtime.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--parallel", str(args.parallel), "--queue", str(args.queue), "--ctx", "1024", "--no-ledger"]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from benchmarks.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -80,12 +81,6 @@ def test_plan_reads_the_carried_model(executable, clean_env):
     assert plan["fits"] is True and plan["architecture"] == "gemma3" and plan["model_bytes"] > 200_000_000
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _wait_healthy(base: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -101,7 +96,7 @@ def _wait_healthy(base: str, server: subprocess.Popen, timeout_s: float = 120) -
 
 def test_serve_answers_chat_and_completion_requests(executable, clean_env):
     openai = pytest.importorskip("openai", reason="the real OpenAI client is in the test extra")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(executable), "serve", "--port", str(port), "--no-ledger"], env=clean_env,
                               cwd=clean_env["HOME"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
