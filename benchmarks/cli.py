@@ -54,7 +54,7 @@ def add_parsers(subparsers) -> None:
     compare.add_argument("reports", nargs="+", type=Path, help="bench.json files (or folders holding one)")
     compare.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default ./bench-out)")
     compare.set_defaults(handler=compare_command)
-    if "eval" in subparsers.choices:  # fallback.cli registered it: the same parser, reachable here too
+    if "eval" in subparsers.choices:  # edge_runtime.evaluation.cli registered it: the same parser here too
         commands.alias("eval", subparsers.choices["eval"])
 
 

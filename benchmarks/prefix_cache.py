@@ -4,8 +4,8 @@ Three caching modes: ``none`` (every prompt prefilled from scratch), ``live`` (o
 request is reused: ``prefix_cache_bytes=0``) and ``store`` (the live KV plus the byte-budgeted store of saved
 prefixes, the default). Workloads:
 
-* ``sst2``: the evaluation's local pass (``fallback.tasks.LocalAnswerer``) over SST-2; every prompt shares its
-  few-shot block. Target (issue on prefix caching): items/s >= 3x with the cache.
+* ``sst2``: the evaluation's local pass (``edge_runtime.evaluation.answerer.LocalAnswerer``) over SST-2; every
+  prompt shares its few-shot block. Target (issue on prefix caching): items/s >= 3x with the cache.
 * ``mixed``: the same pass over SST-2, AG News and TREC items taken in turn, so consecutive prompts never share
   their few-shot block; here only the store helps. The eval command caches each task's block up front
   (``Runtime.cache_prefix``), as measured in ``mixed-preloaded``.
@@ -41,13 +41,13 @@ def interleave(groups: list[list]) -> list:
 
 
 def items_per_second(runtime, items: list, preload: bool = False) -> float:
-    from fallback.tasks import LocalAnswerer
+    from edge_runtime.evaluation.answerer import LocalAnswerer
 
     runtime.backend.forget_prefixes()
     answerer = LocalAnswerer(runtime)
     started = time.perf_counter()
     if preload:
-        from benchmarks.cascade_eval import shared_prefixes
+        from edge_runtime.evaluation.harness import shared_prefixes
 
         for prefix in shared_prefixes(items):
             runtime.cache_prefix(prefix)

@@ -173,7 +173,8 @@ def models_command(args: argparse.Namespace) -> int:
 def _extension_parsers() -> list[Callable]:
     """Subcommands owned by other packages; each is optional so a partial install still runs."""
     adders = []
-    for module_name in ("fallback.cli", "edge_runtime.server.cli", "converters.cli", "benchmarks.cli"):
+    for module_name in ("fallback.cli", "edge_runtime.evaluation.cli", "edge_runtime.server.cli", "converters.cli",
+                        "benchmarks.cli"):
         try:
             module = __import__(module_name, fromlist=["add_parsers"])
         except ModuleNotFoundError as exc:

@@ -1,7 +1,8 @@
-"""The fallback's subcommands of ``edge-runtime``: ``eval`` (the cascade evaluation) and ``ledger``.
+"""The fallback's subcommand of ``edge-runtime``: ``ledger`` (where requests went, what they cost).
 
 ``edge_runtime.cli`` calls ``add_parsers``; each handler imports what it needs when it runs, so
 ``edge-runtime --help`` stays instant. A ``FallbackError`` becomes one line on stderr and exit status 2.
+(``eval`` needs the runtime, so it lives in ``edge_runtime.evaluation.cli``.)
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ EXIT_ERROR = 2
 
 
 def add_parsers(subparsers) -> None:
-    _add_eval(subparsers)
     _add_ledger(subparsers)
 
 
-def _guarded(handler):
+def guarded(handler):
+    """``handler`` with a ``FallbackError`` turned into one line on stderr and exit status 2."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
@@ -33,98 +35,12 @@ def _guarded(handler):
     return run
 
 
-def _add_eval(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "eval", help="evaluate local answering + calibrated escalation to an oracle cloud on JSONL task files",
-        description="Answers every item on the local model, calibrates confidence per task, routes with the "
-                    "policy, sends escalated items to an oracle cloud on loopback, and writes report.json and "
-                    "routing.png. Structured items (with a JSON 'schema') are decoded under the schema's grammar "
-                    "and parsed; generated answers are also judged every few tokens (the running decision). "
-                    "EDGE_CONFIDENCE_THRESHOLD (0..1) overrides the calibrated thresholds and turns the running "
-                    "decision off.")
-    parser.add_argument("test", nargs="+", type=Path, help="JSONL task files to report on")
-    parser.add_argument("--calibrate", nargs="+", type=Path, default=[], metavar="CAL",
-                        help="JSONL files to calibrate on, matched by task (default: split each test task 50/50)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N items of each file")
-    parser.add_argument("--model", default=None, help="local GGUF model (default: bundled)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for the local model (default 1: fastest on a busy machine)")
-    parser.add_argument("--cache", type=Path, default=None, help="local-answer cache (default OUT/local_answers.jsonl)")
-    parser.add_argument("--cloud-price-in", type=float, default=2.5, help="USD per 1M input tokens (default 2.5)")
-    parser.add_argument("--cloud-price-out", type=float, default=10.0, help="USD per 1M output tokens (default 10)")
-    parser.add_argument("--cloud-latency", type=float, default=0.3, help="cloud seconds per request (default 0.3)")
-    parser.add_argument("--concurrency", type=int, default=16, help="cloud requests in flight (default 16)")
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--target-accuracy", type=float, default=None,
-                        help="threshold: lowest whose kept-local answers reach this accuracy (default 0.9)")
-    target.add_argument("--target-cloud-share", type=float, default=None,
-                        help="threshold: escalate this share of the calibration items")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the 50/50 split and the CV folds")
-    parser.add_argument("--no-prefix-cache", action="store_true",
-                        help="prefill every prompt from scratch (default: each task's few-shot block is kept)")
-    parser.set_defaults(handler=_guarded(eval_command))
-
-
-def _check_eval_args(args: argparse.Namespace) -> None:
-    from fallback.errors import ConfigError
-
-    for name in ("target_accuracy", "target_cloud_share"):
-        value = getattr(args, name)
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1]; got {value:g}")
-    for name in ("limit", "threads", "concurrency"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name} must be at least 1; got {value}")
-    for name in ("cloud_price_in", "cloud_price_out", "cloud_latency"):
-        if getattr(args, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
-
-
-def eval_command(args: argparse.Namespace) -> int:
-    from benchmarks.cascade_eval import EvalOptions, run_eval, threshold_from_env
-
-    _check_eval_args(args)
-    options = EvalOptions(
-        test_paths=args.test, out_dir=args.out, calibrate_paths=args.calibrate, limit=args.limit,
-        model=args.model, threads=args.threads, cache_path=args.cache, price_in=args.cloud_price_in,
-        price_out=args.cloud_price_out, latency_s=args.cloud_latency, concurrency=args.concurrency,
-        target_accuracy=args.target_accuracy, target_cloud_share=args.target_cloud_share,
-        threshold_override=threshold_from_env(), seed=args.seed, prefix_cache=not args.no_prefix_cache)
-    report = run_eval(options)
-    print(format_table(report))
-    print(f"wrote {args.out / 'report.json'} and {args.out / 'routing.png'}", file=sys.stderr)
-    return 0
-
-
-COLUMNS = (("n", "n", "{:.0f}"), ("local_accuracy", "local acc", "{:.3f}"), ("auroc", "AUROC", "{:.3f}"),
-           ("apgr", "APGR", "{:.3f}"), ("apgr_oracle", "oracle", "{:.3f}"),
-           ("oracle_gain_captured", "captured", "{:.2f}"), ("escalated_for_95", "esc@95", "{:.2f}"),
-           ("escalated_for_95_oracle", "oracle@95", "{:.2f}"), ("escalated_share", "escalated", "{:.2f}"),
-           ("routed_accuracy", "routed acc", "{:.3f}"), ("cost_per_correct_vs_cloud_only", "cost/corr", "{:.2f}"),
-           ("escalation_decision_fraction", "decided at", "{:.2f}"), ("schema_valid_rate", "valid", "{:.3f}"))
-
-
-def format_table(report: dict) -> str:
-    """The per-task numbers (and the mean) as a plain-text table."""
-    rows = [("task", *(title for _, title, _ in COLUMNS))]
-    for name, numbers in [*report["tasks"].items(), ("mean", report["mean"])]:
-        rows.append((name, *(_cell(numbers.get(key), spec) for key, _, spec in COLUMNS)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows)
-
-
-def _cell(value, spec: str) -> str:
-    return "n/a" if value is None or value != value else spec.format(value)
-
-
 def _add_ledger(subparsers) -> None:
     parser = subparsers.add_parser("ledger", help="summarise the request ledger (where requests went, cost)")
     parser.add_argument("--path", type=Path, default=None, help="ledger database (default: $EDGE_LEDGER_PATH or "
                                                                "~/.cache/edge-runtime/ledger.sqlite3)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(handler=_guarded(ledger_command))
+    parser.set_defaults(handler=guarded(ledger_command))
 
 
 def ledger_command(args: argparse.Namespace) -> int:

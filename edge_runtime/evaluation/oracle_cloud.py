@@ -37,7 +37,7 @@ class CloudCall:
 
 
 class OracleAnswers:
-    """``answer_fn`` for ``LoopbackCloud``: the gold answer of the item a request is about ("" if unknown)."""
+    """``answer_fn`` for ``OracleServer``: the gold answer of the item a request is about ("" if unknown)."""
 
     def __init__(self, items: Sequence[TaskItem]) -> None:
         self.by_id = {item.id: item.answer for item in items}

@@ -1,7 +1,7 @@
 """Per-task confidence calibration for the evaluation: which feature sets to try, and the chosen fit.
 
 Label tasks (scored choices) and generation tasks (free text) produce different signals (see
-``fallback.tasks.LocalAnswerer``), so each gets its own candidate list. The 270M model's reliability differs
+``answerer.LocalAnswerer``), so each gets its own candidate list. The 270M model's reliability differs
 by the label it predicts, so label candidates include the one-hot predicted label and its products with the
 top probability, and the query's question word (``fallback.tasks.query_signals``). Generated answers get the
 signals of all their tokens and of their value tokens only (per JSON field for structured answers), with

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from benchmarks.eval_report import ItemOutcome, cost_numbers, json_safe, mean_numbers, targets, task_numbers
+from edge_runtime.evaluation.report import (ItemOutcome, cost_numbers, json_safe, mean_numbers, targets,
+                                           task_numbers)
 
 
 def _outcome(local: bool, escalated: bool, confidence: float, cost: float = 0.001) -> ItemOutcome:

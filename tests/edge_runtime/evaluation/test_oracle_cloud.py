@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from benchmarks.oracle_cloud import REFERENCE, ROUTED, OracleAnswers, ask_all, gateway_config, received_log
+from edge_runtime.evaluation.oracle_cloud import (REFERENCE, ROUTED, OracleAnswers, ask_all, gateway_config,
+                                                  received_log)
+from edge_runtime.evaluation.oracle_server import OracleServer
 from fallback.gateway import CloudGateway
-from benchmarks.loopback_cloud import LoopbackCloud
 from fallback.tasks import TaskItem
 
 ITEMS = [TaskItem(id=f"c{i}", task="capitals", prompt=f"Q: capital {i}?\nA:", answer=f"City {i}", stop=["\n"])
@@ -21,14 +22,14 @@ def test_answers_by_id_then_by_prompt_else_empty():
     assert oracle({"messages": [{"role": "user", "content": "unknown"}]}) == ""
 
 
-async def _ask(cloud: LoopbackCloud, jobs, concurrency: int):
+async def _ask(cloud: OracleServer, jobs, concurrency: int):
     async with CloudGateway(gateway_config(cloud.base_url, 2.5, 10.0, cloud.latency_s)) as gateway:
         return await ask_all(gateway, jobs, concurrency)
 
 
 def test_every_item_gets_its_gold_answer_concurrently_and_is_priced():
     jobs = [(item, ROUTED if i % 3 == 0 else REFERENCE) for i, item in enumerate(ITEMS)]
-    with LoopbackCloud(answer_fn=OracleAnswers(ITEMS), latency_s=0.3) as cloud:
+    with OracleServer(OracleAnswers(ITEMS), latency_s=0.3) as cloud:
         started = time.perf_counter()
         calls = asyncio.run(_ask(cloud, jobs, concurrency=12))
         elapsed = time.perf_counter() - started

@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from benchmarks.routing_metrics import routing_report
+from edge_runtime.evaluation.routing_metrics import routing_report
 
 TARGETS = {"mean_auroc": 0.85, "mean_oracle_gain_captured": 0.7, "escalated_for_95_over_oracle": 1.5}
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.eval_sets import build_sets, split_half
+from edge_runtime.evaluation.sets import build_sets, split_half
 from fallback.errors import ConfigError
 from fallback.tasks import TaskItem
 

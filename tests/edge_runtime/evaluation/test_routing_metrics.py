@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.routing_metrics import (accuracy_curve, apgr, oracle_confidences, random_curve, routing_report,
-                                        share_for_accuracy)
+from edge_runtime.evaluation.routing_metrics import (accuracy_curve, apgr, oracle_confidences, random_curve,
+                                                     routing_report, share_for_accuracy)
 
 
 def test_accuracy_curve_escalates_the_least_confident_first():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.local_cache import LocalAnswerCache, answer_all, item_key, model_key
+from edge_runtime.evaluation.local_cache import LocalAnswerCache, answer_all, item_key, model_key
 from fallback.tasks import LocalAnswer, TaskItem
 
 ITEM = TaskItem(id="x", task="t", prompt="P:", answer="a", choices=["a", "b"])

@@ -21,8 +21,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.eval_report import ItemOutcome
-from benchmarks.oracle_cloud import REFERENCE, ROUTED, CloudCall
+from edge_runtime.evaluation.oracle_cloud import REFERENCE, ROUTED, CloudCall
+from edge_runtime.evaluation.report import ItemOutcome
 from fallback.calibration import Calibrator
 from fallback.early import RunningCalibration, decide_running
 from fallback.tasks import LocalAnswer, TaskItem, is_correct
@@ -63,7 +63,7 @@ def route(test: dict[str, list[TaskItem]], answers: dict[str, LocalAnswer], cali
 def route_item(item: TaskItem, answer: LocalAnswer, calibrator: Calibrator, running: RunningCalibration | None,
                config) -> Routed:
     """One item's decision: early (running), invalid, or on the whole answer's calibrated confidence."""
-    from benchmarks.task_calibration import item_signals
+    from edge_runtime.evaluation.task_calibration import item_signals
     from fallback.policy import LocalOutcome, decide
     from fallback.validity import Validity
 
@@ -83,12 +83,12 @@ def route_item(item: TaskItem, answer: LocalAnswer, calibrator: Calibrator, runn
 def run_cloud(routed: list[Routed], price_in: float, price_out: float, latency_s: float,
               concurrency: int) -> tuple[list[CloudCall], list[dict], float]:
     """Escalated items as ``routed`` calls, the rest as ``reference`` calls, all on one loopback oracle."""
-    from benchmarks.oracle_cloud import OracleAnswers, gateway_config, received_log
+    from edge_runtime.evaluation.oracle_cloud import OracleAnswers, gateway_config, received_log
+    from edge_runtime.evaluation.oracle_server import OracleServer
     from fallback.gateway import CloudGateway
-    from benchmarks.loopback_cloud import LoopbackCloud
 
     jobs = [(r.item, ROUTED if r.escalated else REFERENCE) for r in routed]
-    with LoopbackCloud(answer_fn=OracleAnswers([r.item for r in routed]), latency_s=latency_s) as cloud:
+    with OracleServer(OracleAnswers([r.item for r in routed]), latency_s=latency_s) as cloud:
         config = gateway_config(cloud.base_url, price_in, price_out, latency_s)
         started = time.perf_counter()
         calls = asyncio.run(_ask_with_gateway(CloudGateway(config), jobs, concurrency))
@@ -97,7 +97,7 @@ def run_cloud(routed: list[Routed], price_in: float, price_out: float, latency_s
 
 
 async def _ask_with_gateway(gateway, jobs, concurrency: int) -> list[CloudCall]:
-    from benchmarks.oracle_cloud import ask_all
+    from edge_runtime.evaluation.oracle_cloud import ask_all
 
     async with gateway:
         return await ask_all(gateway, jobs, concurrency)
@@ -116,7 +116,8 @@ def record_ledger(path: Path, routed: list[Routed], calls: list[CloudCall],
                 route="cloud" if cloud else "local", reason=entry.reason, confidence=entry.confidence,
                 local_tokens_in=entry.local.tokens_in,
                 local_tokens_out=entry.decided_after_tokens or entry.local.tokens_out,
-                local_latency_s=entry.decision_s if entry.escalated else entry.local.latency_s, cloud_tokens_in=cloud.tokens_in if cloud else 0,
+                local_latency_s=entry.decision_s if entry.escalated else entry.local.latency_s,
+                cloud_tokens_in=cloud.tokens_in if cloud else 0,
                 cloud_tokens_out=cloud.tokens_out if cloud else 0,
                 cloud_latency_s=cloud.latency_s if cloud else None, cloud_cost_usd=cloud.cost_usd if cloud else 0.0,
                 provider="oracle-cloud" if cloud else None, price_input_per_mtok=prices[0],

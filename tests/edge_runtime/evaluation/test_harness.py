@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-TINY = Path(__file__).parents[1] / "data" / "tiny_tasks.jsonl"
+TINY = Path(__file__).parents[2] / "data" / "tiny_tasks.jsonl"
 PER_TASK_KEYS = {"n", "local_accuracy", "auroc", "apgr", "apgr_oracle", "oracle_gain_captured",
                  "escalated_for_95", "escalated_for_95_oracle"}
 

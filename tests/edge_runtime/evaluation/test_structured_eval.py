@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.test_cascade_eval import PER_TASK_KEYS, read_jsonl, run_eval
+from tests.edge_runtime.evaluation.test_harness import PER_TASK_KEYS, read_jsonl, run_eval
 
-TINY = Path(__file__).parents[1] / "data" / "tiny_structured.jsonl"
+TINY = Path(__file__).parents[2] / "data" / "tiny_structured.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 ``run_eval(options)``:
 
-1. loads the test and calibration items (``eval_sets``), answers all of them on the local model, reusing
+1. loads the test and calibration items (``sets``), answers all of them on the local model, reusing
    answers cached on disk (``local_cache``);
 2. fits one calibrator per task on the calibration items only, choosing its features by cross-validated
    AUROC (``task_calibration``), and picks the task's threshold on the same items (target kept-local accuracy
@@ -12,7 +12,7 @@
    decision's time is reported as ``escalation_decision_fraction``); escalated items cross HTTP to the loopback oracle
    cloud through ``CloudGateway``; every other test item is sent once too, marked ``reference``, so cloud
    correctness and cloud-only cost are measured for every item; each routed request goes into the ledger;
-4. writes ``report.json`` (``eval_report``), ``routing.png`` (``eval_plot``), ``items.jsonl``,
+4. writes ``report.json`` (``report``), ``routing.png`` (``plot``), ``items.jsonl``,
    ``cloud_requests.jsonl`` (what the server received), ``ledger.sqlite3`` and ``calibration/<task>.json``.
 """
 
@@ -25,13 +25,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.eval_report import json_safe, mean_numbers, targets, task_numbers
-from benchmarks.eval_routing import item_records, outcomes_of, record_ledger, route, run_cloud
-from benchmarks.eval_sets import EvalSets, build_sets, check_sizes
-from benchmarks.local_cache import LocalAnswerCache, answer_all, model_key
+from edge_runtime.evaluation.answerer import ANSWERER_VERSION
+from edge_runtime.evaluation.local_cache import LocalAnswerCache, answer_all, model_key
+from edge_runtime.evaluation.report import json_safe, mean_numbers, targets, task_numbers
+from edge_runtime.evaluation.routing import item_records, outcomes_of, record_ledger, route, run_cloud
+from edge_runtime.evaluation.sets import EvalSets, build_sets, check_sizes
 from fallback.calibration import Calibrator, threshold_for_accuracy, threshold_for_share
 from fallback.errors import ConfigError
-from fallback.tasks import ANSWERER_VERSION, LocalAnswer, is_correct, write_jsonl
+from fallback.tasks import LocalAnswer, is_correct, write_jsonl
 
 REPORT_SCHEMA = 1
 
@@ -119,7 +120,7 @@ def local_answers(sets: EvalSets, options: EvalOptions) -> tuple[dict[str, Local
         return answer_all(items, cache.get, cache), key
     from edge_runtime.caps import LoadSettings
     from edge_runtime.runtime import Runtime
-    from fallback.tasks import LocalAnswerer
+    from edge_runtime.evaluation.answerer import LocalAnswerer
 
     settings = LoadSettings(n_threads=options.threads, prefix_cache=options.prefix_cache)
     with Runtime.load(options.model, settings=settings) as runtime:
@@ -142,7 +143,7 @@ def _report_prefix_use(runtime, kept: list[int]) -> None:
 def fit_calibrators(sets: EvalSets, answers: dict[str, LocalAnswer], model: str,
                     options: EvalOptions) -> dict[str, Calibrator]:
     """One calibrator per task, fitted and thresholded on that task's calibration items only."""
-    from benchmarks.task_calibration import calibrate_running, calibrate_task, item_signals
+    from edge_runtime.evaluation.task_calibration import calibrate_running, calibrate_task, item_signals
 
     calibrators = {}
     for task, items in sets.calibration.items():
@@ -235,7 +236,7 @@ def build_report(options: EvalOptions, sets: EvalSets, model: str, calibrators: 
 
 
 def _write_plot(per_task: dict, report: dict, path: Path) -> None:
-    from benchmarks.eval_plot import plot_routing
+    from edge_runtime.evaluation.plot import plot_routing
 
     operating = {task: numbers["escalated_share"] for task, numbers in report["tasks"].items()}
     plot_routing(per_task, operating, path)

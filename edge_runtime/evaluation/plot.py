@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.eval_report import ItemOutcome
-from benchmarks.routing_metrics import accuracy_curve, oracle_confidences
+from edge_runtime.evaluation.report import ItemOutcome
+from edge_runtime.evaluation.routing_metrics import accuracy_curve, oracle_confidences
 
 GRID = np.linspace(0.0, 1.0, 101)
 

@@ -1,0 +1,81 @@
+"""How the local model answers task items: the evaluation's local pass (``harness.local_answers``).
+
+Label items (with ``choices``) are answered by scoring every label with ``Runtime.score_choices``, then
+contextually calibrated against a content-free version of the prompt; generation items (with ``stop``) by greedy
+generation; structured items (with ``schema``) by greedy generation under the schema's grammar, then parsed and
+validated. The answer (``fallback.tasks.LocalAnswer``) keeps what confidence is computed from. It lives here, not
+in ``fallback``, because it drives the runtime and its grammar builder, which the fallback does not import.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fallback.confidence import contextual_calibrate, label_signals, token_margins
+from fallback.structured import token_fields
+from fallback.tasks import MAX_ANSWER_TOKENS, LocalAnswer, TaskItem, answer_invalidity, content_free_prompt
+
+MAX_STRUCTURED_TOKENS = 64
+TOP_ALTERNATIVES = 2  # enough for each token's margin over the runner-up
+ANSWERER_VERSION = 2  # bump when answers or signals change, so cached answers are recomputed
+
+
+class LocalAnswerer:
+    """Answers items on a runtime, caching content-free label probabilities per prompt template."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+        self._content_free: dict[tuple[str, tuple[str, ...]], list[float]] = {}
+        self._grammars: dict[str, str] = {}
+
+    def answer(self, item: TaskItem) -> LocalAnswer:
+        return self._label(item) if item.is_label_task else self._generate(item)
+
+    def _bias(self, item: TaskItem) -> list[float]:
+        key = (content_free_prompt(item.prompt), tuple(item.choices))
+        if key not in self._content_free:
+            self._content_free[key] = self.runtime.score_choices(key[0], item.choices).probabilities
+        return self._content_free[key]
+
+    def _label(self, item: TaskItem) -> LocalAnswer:
+        started = time.perf_counter()
+        scores = self.runtime.score_choices(item.prompt, item.choices)
+        calibrated = contextual_calibrate(scores.probabilities, self._bias(item))
+        raw = label_signals(scores.probabilities)
+        signals = {**label_signals(calibrated), **{f"raw_{name}": value for name, value in raw.items()}}
+        best = max(range(len(calibrated)), key=calibrated.__getitem__)
+        signals.update({f"label_{index}": float(index == best) for index in range(len(item.choices))})
+        return LocalAnswer(item.choices[best], signals, self.runtime.count_tokens(item.prompt),
+                           scores.token_counts[best], time.perf_counter() - started, calibrated)
+
+    def _grammar(self, item: TaskItem) -> str | None:
+        if not item.is_structured:
+            return None
+        from edge_runtime.grammar import grammar_for_response_format
+
+        key = json.dumps(item.json_schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = grammar_for_response_format(item.response_format, leading_space=True)
+        return self._grammars[key]
+
+    def _generate(self, item: TaskItem) -> LocalAnswer:
+        grammar = self._grammar(item)
+        started = time.perf_counter()
+        stream = self.runtime.stream(item.prompt, max_tokens=MAX_STRUCTURED_TOKENS if grammar else MAX_ANSWER_TOKENS,
+                                     stop=item.stop, top_logprobs=TOP_ALTERNATIVES,
+                                     **({"grammar": grammar} if grammar else {}))
+        times = [time.perf_counter() - started for event in stream if event.token is not None]
+        latency_s, result = time.perf_counter() - started, stream.result
+        tokens = result.tokens
+        times += [latency_s] * (len(tokens) - len(times))  # a token held back by a stop scan: known at the end
+        pieces = [token.text for token in tokens]
+        fields = token_fields(pieces) if grammar else ["" for _ in tokens]
+        answer = LocalAnswer(
+            result.text.strip(), {}, result.usage.prompt_tokens, result.usage.completion_tokens, latency_s,
+            logprobs=[token.logprob for token in tokens], fields=fields, token_times_s=times[:len(tokens)],
+            margins=token_margins([t.logprob for t in tokens], [[(a.token_id, a.logprob) for a in t.top]
+                                                                for t in tokens], [t.token_id for t in tokens]),
+            invalid=answer_invalidity(item, result.text), keys=item.keys)
+        answer.signals = answer.signals_after()
+        return answer
