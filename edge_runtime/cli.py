@@ -187,11 +187,18 @@ def _extension_parsers() -> list[Callable]:
     return adders
 
 
-def build_parser() -> argparse.ArgumentParser:
+CORE_COMMANDS = {"run": _add_run, "plan": _add_plan, "models": _add_models}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; for a ``command`` of this module's own, only that one (the other packages'
+    subcommands import pydantic models, FastAPI and friends: ``edge-runtime run`` need not wait for them)."""
     parser = argparse.ArgumentParser(prog="edge-runtime", description="Run LLMs on this device under hard caps, "
                                      "escalating to a cloud model when the local answer is not good enough.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_plan, _add_models, *_extension_parsers()):
+    adders = [CORE_COMMANDS[command]] if command in CORE_COMMANDS else [*CORE_COMMANDS.values(),
+                                                                        *_extension_parsers()]
+    for add in adders:
         add(subparsers)
     return parser
 
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if argv[:1] == [RUN_MODULE_COMMAND]:  # a frozen build's ``python -m`` (see edge_runtime.child_process)
         return run_module_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     handler = getattr(args, "handler", None) or args.func
     try:
         return handler(args)
