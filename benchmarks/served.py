@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.ports import free_port  # noqa: F401  (re-exported: tests import it from here)
-from edge_runtime.backends.base import SamplingParams, ShouldAbort
+from edge_runtime.backends.base import BackendStats, Capabilities, SamplingParams, ShouldAbort
 from edge_runtime.results import TokenStep
 
 TINY_ANSWER = b" Paris is the capital."
@@ -103,7 +103,8 @@ class TinyBackend:
     format = "gguf"
     n_ctx = 2048
     n_vocab = 257
-    concurrent = True
+    capabilities = Capabilities(concurrent=True, max_top_logprobs=3)  # no grammar: it would ignore one
+    ready = True
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return ([BOS] if add_special else []) + list(text.encode("utf-8"))
@@ -128,6 +129,12 @@ class TinyBackend:
 
     def score_continuations(self, prefix_ids, continuations) -> list[list[float]]:
         return [[-1.0] * len(ids) for ids in continuations]
+
+    def cache_prefix(self, prefix_ids: Sequence[int]) -> int:
+        return 0
+
+    def stats(self) -> BackendStats:
+        return BackendStats()
 
     def close(self) -> None:
         pass

@@ -1,95 +1,27 @@
-"""The schema of ``DIR/manifest.json``: what was built from which source, how big, and whether it passed.
+"""The manifest the converters write, ``DIR/manifest.json``: its schema lives with the runtime that reads it.
 
-It is the contract between the converter and the runtime (``converters.choose.choose_build`` reads it, the
-``edge-runtime run --model DIR/manifest.json`` path loads what it picks), so it is a pydantic model with
-``extra="forbid"`` and a schema version. Paths inside are relative to the manifest's folder.
+``edge_runtime.manifest`` defines what a manifest holds (builds, gate results, the source's checksum); this
+module re-exports that schema for the converters' own code and translates the runtime's ``ManifestError`` into
+the converters' one at the boundary, so converter callers keep catching ``ConversionError``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from converters.errors import ManifestError
+from edge_runtime import errors as runtime_errors
+from edge_runtime import manifest as schema
+from edge_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Build, GateResult, GateThresholds, Manifest,
+                                   SourceInfo)
 
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GateThresholds(_Strict):
-    """A build is accepted only when every metric is on the right side of its threshold."""
-
-    min_top1_agreement: float = Field(default=0.85, ge=0, le=1)
-    max_mean_kl: float = Field(default=0.15, ge=0)
-    min_greedy_agreement: float = Field(default=0.5, ge=0, le=1)
-    max_perplexity_ratio: float = Field(default=1.25, ge=1)
-
-
-class GateResult(_Strict):
-    """Quality of one build next to the source model, on the fixed prompts of ``converters.gate``."""
-
-    top1_agreement: float
-    mean_kl: float
-    greedy_agreement: float
-    perplexity: float
-    reference_perplexity: float
-    perplexity_ratio: float
-    method: Literal["runtime", "weight-simulation"]
-    method_note: str = ""
-    prompts: int
-    greedy_tokens: int
-    thresholds: GateThresholds
-    failures: list[str] = Field(default_factory=list)
-
-
-class Build(_Strict):
-    target: Literal["gguf", "onnx", "coreml"]
-    preset: str
-    entry: str = Field(description="the path a backend loads, relative to the manifest's folder")
-    files: list[str]
-    bytes: int = Field(ge=0)
-    sha256: dict[str, str] = Field(description="file -> sha256, for every file in files")
-    status: Literal["accepted", "rejected"]
-    gate: GateResult
-    conversion_s: float = Field(ge=0)
-    notes: list[str] = Field(default_factory=list)
-
-
-class SourceInfo(_Strict):
-    path: str
-    kind: Literal["hf", "gguf"]
-    arch: str
-    sha256: str
-
-
-class Manifest(_Strict):
-    schema_version: int = SCHEMA_VERSION
-    created_at: str
-    source: SourceInfo
-    tool_versions: dict[str, str]
-    builds: list[Build] = Field(default_factory=list)
-
-    def write(self, out_dir: Path) -> Path:
-        path = Path(out_dir) / MANIFEST_NAME
-        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        return path
+__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Build", "GateResult", "GateThresholds", "Manifest", "SourceInfo",
+           "read_manifest"]
 
 
 def read_manifest(path: Path) -> Manifest:
     """The manifest at ``path`` (a manifest.json or the folder holding one); ``ManifestError`` otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
     try:
-        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read manifest ({exc.strerror or exc})") from exc
-    except ValidationError as exc:
-        raise ManifestError(f"{path}: not a valid manifest: {exc.error_count()} problem(s): "
-                            f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+        return schema.read_manifest(path)
+    except runtime_errors.ManifestError as exc:
+        raise ManifestError(str(exc)) from exc

@@ -7,7 +7,6 @@ a ``.gguf`` file; every target reads the same ``SourceModel``. Weights are float
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from converters.errors import SourceError
 from converters.model_config import ModelConfig
+from edge_runtime.checksums import sha256_of  # noqa: F401  (re-exported: hf_source, gguf_source, pipeline)
 
 
 @dataclass(frozen=True)
@@ -74,21 +74,3 @@ def load_source(path: Path, work_dir: Path) -> SourceModel:
 
         return load_gguf_file(path, work_dir)
     raise SourceError(f"{path}: not a Hugging Face folder or a .gguf file")
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, or of a folder (its files' names and hashes, sorted)."""
-    if path.is_file():
-        return _file_sha256(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(path)}\0{_file_sha256(file)}\n".encode())
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

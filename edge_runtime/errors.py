@@ -4,12 +4,15 @@ The tree::
 
     EdgeRuntimeError
     ├── ModelFileError          the file cannot be used (missing, directory, empty, bad magic, truncated)
+    │   ├── ManifestError       a converter's manifest.json is missing or does not match its schema
+    │   └── NoBuildFitsError    no accepted build of a manifest has a backend here and fits the memory budget
     ├── UnknownFormatError      no backend is registered for the requested format
     ├── BackendUnavailableError the backend's library is not installed on this machine
     ├── CapExceededError        a hard cap would be broken
     │   ├── ModelTooLargeError  the fit plan does not fit the file-size cap or memory budget
     │   └── PromptTooLongError  the prompt is over the input-token cap (policy "reject")
     ├── InvalidRequestError     a bad argument: empty prompt, bad UTF-8, max_tokens <= 0, ...
+    │   └── UnsupportedCapabilityError  the request needs what this backend cannot do (names both)
     └── BackendError            the native library failed while running
         ├── EngineCrashedError  the engine's child process died (a signal, an abort, an OOM kill)
         └── EngineStartingError the engine's child process is starting or restarting and cannot answer yet
@@ -32,6 +35,14 @@ class ModelFileError(EdgeRuntimeError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class ManifestError(ModelFileError):
+    """A converter manifest cannot be read or does not match the schema (``edge_runtime.manifest``)."""
+
+
+class NoBuildFitsError(ModelFileError):
+    """No accepted build of a manifest has a backend here and fits the memory budget; the reason says which."""
 
 
 class UnknownFormatError(EdgeRuntimeError):
@@ -61,6 +72,14 @@ class PromptTooLongError(CapExceededError):
 
 class InvalidRequestError(EdgeRuntimeError, ValueError):
     """A request argument is invalid."""
+
+
+class UnsupportedCapabilityError(InvalidRequestError):
+    """A request needs a capability the loaded backend does not have (``Capabilities``): a grammar on ONNX."""
+
+    def __init__(self, backend: str, capability: str, detail: str = "") -> None:
+        self.backend, self.capability = backend, capability
+        super().__init__(f"the {backend} backend does not support {capability}" + (f": {detail}" if detail else ""))
 
 
 class BackendError(EdgeRuntimeError):

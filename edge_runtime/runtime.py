@@ -20,7 +20,7 @@ from edge_runtime.backends import Backend, SamplingParams, load_backend
 from edge_runtime.caps import Caps, LoadSettings
 from edge_runtime.chat import render_chat
 from edge_runtime.deadlines import Deadlines
-from edge_runtime.errors import InvalidRequestError, PromptTooLongError
+from edge_runtime.errors import InvalidRequestError, PromptTooLongError, UnsupportedCapabilityError
 from edge_runtime.models import ResolvedModel, resolve_model
 from edge_runtime.prefix import common_prefix_length
 from edge_runtime.results import (ChoiceScores, GenerationResult, StreamEvent, Timings, TokenLogprob, TopLogprob,
@@ -58,6 +58,7 @@ class GenerationStream:
     def __init__(self, events: Iterator[StreamEvent]) -> None:
         self._events = events
         self.result: GenerationResult | None = None
+        self.notes_on_cancel: str | None = None  # why the runtime cancelled it, when it did
 
     def __iter__(self) -> Iterator[StreamEvent]:
         return self._events
@@ -100,13 +101,12 @@ class Runtime:
     @property
     def ready(self) -> bool:
         """False while an isolated engine is starting or restarting (requests then wait for it)."""
-        return bool(getattr(self.backend, "ready", True))
+        return self.backend.ready
 
     # -- prompts -------------------------------------------------------------------------------------------
     def chat_prompt(self, messages: object) -> str:
         """The prompt text for chat ``messages`` (the model's template, or the plain documented one)."""
-        special = getattr(self.backend, "special_tokens", lambda: ("", ""))()
-        return render_chat(messages, self.backend.chat_template(), *special)
+        return render_chat(messages, self.backend.chat_template(), *self.backend.special_tokens())
 
     def _prompt_ids(self, prompt: object, messages: object) -> tuple[list[int], int]:
         """Token ids under the input cap, and how many were dropped by the ``truncate`` policy."""
@@ -129,21 +129,28 @@ class Runtime:
                temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
                stop: object = None, top_logprobs: int = 0, ttft_deadline_s: float | None = None,
                total_deadline_s: float | None = None, grammar: str | None = None) -> GenerationStream:
-        """Starts a generation; arguments are checked now, tokens flow as the stream is iterated."""
+        """Starts a generation; arguments are checked now, tokens flow as the stream is iterated. A request
+        the backend cannot serve as asked (a grammar on ONNX) raises ``UnsupportedCapabilityError``."""
         checks.sampling_values(temperature, top_p, top_k, top_logprobs)
         requested = checks.max_tokens_value(max_tokens, self.backend.n_ctx)
         stops = checks.stop_sequences(stop)
+        sampling = SamplingParams(float(temperature), float(top_p), top_k, seed, top_logprobs,
+                                  min(requested, self.caps.max_output_tokens), grammar)
+        self._require_capabilities(sampling)
         prompt_ids, dropped = self._prompt_ids(prompt, messages)
         notes = [f"prompt truncated: kept the last {len(prompt_ids):,} tokens, dropped {dropped:,}"] if dropped else []
         if requested > self.caps.max_output_tokens:
             notes.append(f"max_tokens {requested:,} lowered to the output cap {self.caps.max_output_tokens:,}")
-        sampling = SamplingParams(float(temperature), float(top_p), top_k, seed, top_logprobs,
-                                  min(requested, self.caps.max_output_tokens), grammar)
         deadlines = Deadlines.start(ttft_deadline_s or self.caps.ttft_deadline_s,
                                     total_deadline_s or self.caps.total_deadline_s)
         stream = GenerationStream(iter(()))
         stream._events = self._run(stream, prompt_ids, sampling, stops, deadlines, dropped, notes)
         return stream
+
+    def _require_capabilities(self, sampling: SamplingParams) -> None:
+        missing = self.backend.capabilities.missing_for(sampling)
+        if missing is not None:
+            raise UnsupportedCapabilityError(self.backend.format, *missing)
 
     def generate(self, prompt: object = None, **options) -> GenerationResult:
         """Runs a generation to the end and returns text, finish reason, per-token log-probabilities and timings."""
@@ -161,7 +168,7 @@ class Runtime:
                 yield from record.events(steps, StopScanner(stops))
             except GeneratorExit:
                 record.finish_reason = "cancelled"
-                if getattr(stream, "notes_on_cancel", None):
+                if stream.notes_on_cancel:
                     record.notes.append(stream.notes_on_cancel)
                 raise
             finally:
@@ -176,7 +183,7 @@ class Runtime:
         half-way and starts another request, the earlier stream is cancelled (it would otherwise hold the lock
         forever and deadlock its own thread); requests from other threads wait their turn.
         """
-        if getattr(self.backend, "concurrent", False):
+        if self.backend.capabilities.concurrent:
             yield
             return
         self._preempt_own_suspended_stream()
@@ -199,16 +206,16 @@ class Runtime:
     # -- prefix cache --------------------------------------------------------------------------------------
     def cache_prefix(self, prompt: object = None, *, messages: object = None) -> int:
         """Prefills a prefix later prompts will start with (a system prompt, a few-shot block) and keeps its KV
-        state in the prefix store; returns how many tokens are kept (0 where the backend cannot keep them).
+        state in the prefix store; returns how many tokens are kept (0 where the backend has no prefix store: it
+        is an optimisation, so its absence is not an error).
 
         Prompts that share only part of it still reuse that part. Kept states leave the store least recently
         used first, within ``LoadSettings.prefix_cache_bytes``."""
         prompt_ids, _ = self._prompt_ids(prompt, messages)
-        cache = getattr(self.backend, "cache_prefix", None)
-        if cache is None:
+        if not self.backend.capabilities.prefix_store:
             return 0
         with self._exclusive():
-            return cache(prompt_ids)
+            return self.backend.cache_prefix(prompt_ids)
 
     # -- label scoring -------------------------------------------------------------------------------------
     def score_choices(self, prompt: str, choices: Sequence[str], *, separator: str = " ") -> ChoiceScores:
@@ -234,7 +241,10 @@ class Runtime:
                             [len(values) for values in logprobs])
 
     def close(self) -> None:
-        with self._exclusive():
+        """Waits for the request holding the runtime, then frees the backend (without asking an engine that
+        never started for its capabilities)."""
+        self._preempt_own_suspended_stream()
+        with self._lock:
             self.backend.close()
 
     def __enter__(self) -> "Runtime":

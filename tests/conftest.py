@@ -24,6 +24,20 @@ def native_verdicts(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Tiny seeded models and their builds (``tests/converters/conftest.py``), made once per session for the
+    converter tests and the ONNX and Core ML backend tests alike; torch runs on one thread meanwhile."""
+    import torch
+
+    from tests.converters.conftest import TinyModels
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield TinyModels(tmp_path_factory.mktemp("converters"))
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
 def bundled_path():
     from edge_runtime.models import bundled_model_path
 

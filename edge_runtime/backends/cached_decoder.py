@@ -13,16 +13,18 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from edge_runtime import sampling as sampler
-from edge_runtime.backends.base import SamplingParams, ShouldAbort
+from edge_runtime.backends.base import BackendStats, SamplingParams, ShouldAbort
 from edge_runtime.errors import InvalidRequestError
 from edge_runtime.prefix import common_prefix_length
 from edge_runtime.results import TokenStep
 
 
 class CachedDecoderBackend:
-    """Base of the ONNX and Core ML backends: tokenizer, cache bookkeeping and the decode loop."""
+    """Base of the ONNX and Core ML backends: tokenizer, cache bookkeeping and the decode loop. Each subclass
+    declares its ``capabilities``."""
 
     prefill_chunk_tokens = 256
+    ready = True
 
     def __init__(self, tokenizer, metadata: dict, n_ctx: int, seed: int) -> None:
         self.tokenizer, self.metadata, self.n_ctx = tokenizer, metadata, n_ctx
@@ -89,6 +91,10 @@ class CachedDecoderBackend:
             if end or produced == budget - 1 or should_abort():
                 return
             self._decode([token])
+
+    def stats(self) -> BackendStats:
+        """No queue (one sequence) and no prefix store: only the engine fields, this process."""
+        return BackendStats()
 
     def score_continuations(self, prefix_ids: Sequence[int],
                             continuations: Sequence[Sequence[int]]) -> list[list[float]]:

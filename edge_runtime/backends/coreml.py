@@ -17,28 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.backends.base import Capabilities
 from edge_runtime.backends.cached_decoder import CachedDecoderBackend
 from edge_runtime.backends.json_tokenizer import JsonTokenizer, read_edge_metadata
+from edge_runtime.build_folder import COREML_LAYOUT, resolve_build
 from edge_runtime.caps import LoadSettings
 from edge_runtime.errors import BackendError, BackendUnavailableError, ModelFileError
 
-PACKAGE = "model.mlpackage"
 PREFILL_CHUNK_TOKENS = 128
 MASK_VALUE = np.float16(-3.0e4)
-
-
-def resolve_build(path: Path) -> tuple[Path, Path]:
-    """(build folder, .mlpackage) for a folder or a .mlpackage path; ``ModelFileError`` if missing."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError(path, "no such file or folder")
-    package = path if path.suffix == ".mlpackage" else path / PACKAGE
-    if not (package / "Manifest.json").is_file():
-        raise ModelFileError(package, "not a Core ML package (no Manifest.json)")
-    for name in ("tokenizer.json", "edge_model.json"):
-        if not (package.parent / name).is_file():
-            raise ModelFileError(package.parent / name, "missing from the Core ML build folder")
-    return package.parent, package
 
 
 def causal_mask(past_length: int, length: int) -> np.ndarray:
@@ -53,6 +40,7 @@ class CoreMLBackend(CachedDecoderBackend):
 
     format = "coreml"
     prefill_chunk_tokens = PREFILL_CHUNK_TOKENS
+    capabilities = Capabilities()  # no grammar, no prefix store, no speculation, one request at a time
 
     def __init__(self, model, tokenizer: JsonTokenizer, metadata: dict, settings: LoadSettings) -> None:
         super().__init__(tokenizer, metadata, min(settings.n_ctx, int(metadata.get("max_context", 512))),
@@ -64,7 +52,7 @@ class CoreMLBackend(CachedDecoderBackend):
     def load(cls, path: Path, settings: LoadSettings) -> CoreMLBackend:
         if sys.platform != "darwin":
             raise BackendUnavailableError(f"Core ML prediction needs macOS 15 or later; this is {platform.system()}")
-        folder, package = resolve_build(path)
+        folder, package = resolve_build(path, COREML_LAYOUT)
         metadata = read_edge_metadata(folder)
         try:
             import coremltools as ct

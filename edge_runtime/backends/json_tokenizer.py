@@ -15,6 +15,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from edge_runtime.build_folder import EDGE_METADATA_FILE, read_folder_json
 from edge_runtime.errors import BackendUnavailableError, ModelFileError
 
 BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -35,13 +36,7 @@ def gpt2_unicode_to_byte() -> dict[str, int]:
 
 
 def read_edge_metadata(folder: Path) -> dict:
-    path = folder / "edge_model.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ModelFileError(path, f"cannot read build metadata ({exc.strerror or exc})") from exc
-    except ValueError as exc:
-        raise ModelFileError(path, f"build metadata is not valid JSON ({exc})") from exc
+    return read_folder_json(folder / EDGE_METADATA_FILE, "build metadata")
 
 
 class JsonTokenizer:

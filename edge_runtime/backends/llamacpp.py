@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import sampling as sampler
-from edge_runtime.backends.base import SamplingParams, ShouldAbort
+from edge_runtime.backends.base import BackendStats, Capabilities, PrefixCacheCounters, SamplingParams, ShouldAbort
 from edge_runtime.backends.llamacpp_native import (DecodeAborted, NativeBatch, NativeContext, NativeModel,
                                                    default_threads)
 from edge_runtime.caps import LoadSettings
@@ -66,13 +66,17 @@ class PrefixCacheStats:
     def store_restores(self) -> int:
         return self.store.stats.restores if self.store is not None else 0
 
+    def counters(self) -> PrefixCacheCounters:
+        return PrefixCacheCounters(self.hit_ratio, self.bytes_held, self.store_bytes, self.store_entries,
+                                   self.store_restores)
+
 
 class LlamaCppBackend:
     """One GGUF model and one sequence of a llama.cpp context (the only one, unless ``owns_native`` is False
     and a batched backend shares its context)."""
 
     format = "gguf"
-    concurrent = False
+    ready = True
 
     def __init__(self, model: NativeModel, context: NativeContext, settings: LoadSettings, *, sequence: int = 0,
                  owns_native: bool = True, store: PrefixStore | None = None) -> None:
@@ -91,6 +95,8 @@ class LlamaCppBackend:
         self.prefix_stats = PrefixCacheStats(kv_bytes_per_token=kv_bytes_per_token(model), store=self.store)
         self._pieces: dict[int, bytes] = {}
         self._rng = np.random.default_rng(settings.seed)
+        self.capabilities = Capabilities(grammar=True, prefix_store=self.prefix_reuse and self.store is not None,
+                                         speculation=self.speculative)
 
     @classmethod
     def load(cls, path: Path, settings: LoadSettings):
@@ -305,6 +311,9 @@ class LlamaCppBackend:
                 logprobs.append(float(row[token]) - sampler.log_sum_exp(row))
         self._rewind_to(prefix_length)
         return logprobs
+
+    def stats(self) -> BackendStats:
+        return BackendStats(prefix_cache=self.prefix_stats.counters())
 
     def close(self) -> None:
         self.batch.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import sampling as sampler
-from edge_runtime.backends.base import SamplingParams, ShouldAbort
+from edge_runtime.backends.base import BackendStats, Capabilities, SamplingParams, ShouldAbort
 from edge_runtime.backends.llamacpp import LlamaCppBackend, new_store, open_native, reuse_prefix
 from edge_runtime.prefix import common_prefix_length
 from edge_runtime.backends.llamacpp_native import NativeBatch, NativeContext, NativeModel
@@ -274,7 +274,7 @@ class BatchedLlamaCppBackend:
     """A GGUF model serving ``n_parallel`` sequences at once; thread-safe, requests run concurrently."""
 
     format = "gguf"
-    concurrent = True
+    ready = True
 
     def __init__(self, model: NativeModel, context: NativeContext, settings: LoadSettings,
                  max_waiting: int) -> None:
@@ -286,6 +286,8 @@ class BatchedLlamaCppBackend:
         self.scorer = LlamaCppBackend(model, context, settings, sequence=settings.n_parallel, owns_native=False,
                                       store=self.store)
         self._seed = np.random.SeedSequence(settings.seed)
+        self.capabilities = Capabilities(grammar=True, prefix_store=self.scorer.capabilities.prefix_store,
+                                         concurrent=True)  # the batched path never speculates
         self.scheduler = _Scheduler(self, max_waiting)
 
     @classmethod
@@ -316,6 +318,9 @@ class BatchedLlamaCppBackend:
         stats = self.scorer.prefix_stats
         stats.held_tokens = sum(len(slot.cached) for slot in self.scheduler.slots)
         return stats
+
+    def stats(self) -> BackendStats:
+        return BackendStats(queue_depth=self.queue_depth, prefix_cache=self.prefix_stats.counters())
 
     def generate_tokens(self, prompt_ids: Sequence[int], sampling: SamplingParams,
                         should_abort: ShouldAbort) -> Iterator[TokenStep]:

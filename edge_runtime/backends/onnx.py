@@ -26,42 +26,23 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.backends.base import Capabilities
 from edge_runtime.backends.cached_decoder import CachedDecoderBackend
 from edge_runtime.backends.json_tokenizer import JsonTokenizer
-from edge_runtime.backends.onnx_genai import GENAI_CONFIG, genai_available, read_genai_config, read_metadata
+from edge_runtime.backends.onnx_genai import genai_available, read_metadata
 from edge_runtime.backends.onnx_providers import choose_ort_providers
+from edge_runtime.build_folder import is_genai_folder, onnx_layout, resolve_build
 from edge_runtime.caps import LoadSettings
 from edge_runtime.errors import BackendError, BackendUnavailableError, ModelFileError
 
 PREFILL_CHUNK_TOKENS = 256
-MODEL_FILE = "model.onnx"
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
-def resolve_build(path: Path) -> tuple[Path, Path]:
+def resolve_onnx_build(path: Path) -> tuple[Path, Path]:
     """(build folder, .onnx file) for a folder or a .onnx path; ``ModelFileError`` if either is missing."""
     path = Path(path)
-    if not path.exists():
-        raise ModelFileError(path, "no such file or folder")
-    folder = path if path.is_dir() else path.parent
-    genai = (folder / GENAI_CONFIG).is_file()
-    model = _genai_model_file(folder) if genai and path.is_dir() else (path / MODEL_FILE if path.is_dir() else path)
-    if not model.is_file():
-        raise ModelFileError(model, "no ONNX model in the build folder")
-    if model.stat().st_size == 0:
-        raise ModelFileError(model, "file is empty")
-    for name in ("tokenizer.json",) if genai else ("tokenizer.json", "edge_model.json"):
-        if not (folder / name).is_file():
-            raise ModelFileError(folder / name, "missing from the ONNX build folder")
-    return folder, model
-
-
-def _genai_model_file(folder: Path) -> Path:
-    return folder / read_genai_config(folder)["model"]["decoder"].get("filename", MODEL_FILE)
-
-
-def is_genai_folder(folder: Path) -> bool:
-    return (Path(folder) / GENAI_CONFIG).is_file()
+    return resolve_build(path, onnx_layout(path if path.is_dir() else path.parent))
 
 
 class OnnxDecoderSession:
@@ -126,6 +107,7 @@ class OnnxBackend(CachedDecoderBackend):
 
     format = "onnx"
     prefill_chunk_tokens = PREFILL_CHUNK_TOKENS
+    capabilities = Capabilities()  # no grammar, no prefix store, no speculation, one request at a time
 
     def __init__(self, session: OnnxDecoderSession, tokenizer: JsonTokenizer, metadata: dict,
                  settings: LoadSettings) -> None:
@@ -141,7 +123,7 @@ class OnnxBackend(CachedDecoderBackend):
     @classmethod
     def load(cls, path: Path, settings: LoadSettings):
         """An ``OnnxGenaiBackend`` for a GenAI folder when onnxruntime-genai is installed, else this class."""
-        folder, model = resolve_build(path)
+        folder, model = resolve_onnx_build(path)
         if is_genai_folder(folder) and genai_available():
             from edge_runtime.backends.onnx_genai import OnnxGenaiBackend
 

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.backends.base import Capabilities
 from edge_runtime.backends.cached_decoder import CachedDecoderBackend
 from edge_runtime.backends.json_tokenizer import JsonTokenizer
 from edge_runtime.backends.onnx_providers import choose_genai_provider
+from edge_runtime.build_folder import GENAI_CONFIG, read_genai_config  # noqa: F401  (GENAI_CONFIG: re-exported)
 from edge_runtime.caps import LoadSettings
 from edge_runtime.errors import BackendError, BackendUnavailableError, ModelFileError
 
-GENAI_CONFIG = "genai_config.json"
 PREFILL_CHUNK_TOKENS = 256
 
 
@@ -45,16 +46,6 @@ def genai_available() -> bool:
     except BackendUnavailableError:
         return False
     return True
-
-
-def read_genai_config(folder: Path) -> dict:
-    path = Path(folder) / GENAI_CONFIG
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ModelFileError(path, f"cannot read it ({exc.strerror or exc})") from exc
-    except ValueError as exc:
-        raise ModelFileError(path, f"not valid JSON ({exc})") from exc
 
 
 def generator_length(genai_config: dict, wanted: int) -> int:
@@ -142,6 +133,7 @@ class OnnxGenaiBackend(CachedDecoderBackend):
 
     format = "onnx"
     prefill_chunk_tokens = PREFILL_CHUNK_TOKENS
+    capabilities = Capabilities()  # no grammar, no prefix store, no speculation, one request at a time
 
     def __init__(self, session: GenaiSession, tokenizer: JsonTokenizer, metadata: dict, n_ctx: int,
                  settings: LoadSettings) -> None:

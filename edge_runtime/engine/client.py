@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from edge_runtime.backends.base import SamplingParams, ShouldAbort
+from edge_runtime.backends.base import BackendStats, Capabilities, SamplingParams, ShouldAbort
 from edge_runtime.caps import LoadSettings
 from edge_runtime.child_process import describe_exit, python_module_argv, signal_name
 from edge_runtime.engine.messages import decode_error
@@ -38,7 +38,8 @@ class ProcessBackend:
                  on_death: Callable[["ProcessBackend"], None] | None = None) -> None:
         self.process, self.connection, self.info = process, connection, info
         self.format, self.n_ctx, self.n_vocab = info["format"], info["n_ctx"], info["n_vocab"]
-        self.concurrent, self.pid = info["concurrent"], process.pid
+        self.capabilities: Capabilities = info["capabilities"]  # the child's backend's, as it declared them
+        self.pid = process.pid
         self.on_death = on_death
         self.steps_served = 0
         self.death: str | None = None
@@ -114,6 +115,10 @@ class ProcessBackend:
     @property
     def alive(self) -> bool:
         return self.death is None and not self.closing
+
+    @property
+    def ready(self) -> bool:
+        return self.alive
 
     @property
     def cause(self) -> str:
@@ -221,17 +226,17 @@ class ProcessBackend:
         return self.call("score_continuations", list(prefix_ids), [list(c) for c in continuations])
 
     def cache_prefix(self, prefix_ids: Sequence[int]) -> int:
-        return self.call("cache_prefix", list(prefix_ids)) if self.info.get("can_cache_prefix") else 0
+        return self.call("cache_prefix", list(prefix_ids)) if self.capabilities.prefix_store else 0
 
     def forget_prefixes(self) -> None:
         self.call("forget_prefixes")
 
-    def stats(self) -> dict:
-        """The child's counters (queue depth, prefix cache) as plain values; empty when it is gone."""
+    def stats(self) -> BackendStats:
+        """The child's counters (queue depth, prefix cache) and pid; no counters once it is gone."""
         try:
-            return self.call("stats") if self.alive else {}
+            return self.call("stats") if self.alive else BackendStats(engine_pid=self.pid, engine_state="stopped")
         except BackendError:
-            return {}
+            return BackendStats(engine_pid=self.pid, engine_state="stopped")
 
     def close(self) -> None:
         if self.closing:

@@ -39,16 +39,3 @@ def _edge_class(module_name: str, class_name: str) -> type | None:
     except ImportError:
         return None
     return cls if isinstance(cls, type) and issubclass(cls, Exception) else None
-
-
-def backend_stats(backend) -> dict:
-    """Counters the server's metrics read (prefix cache, queue depth), as plain values."""
-    stats = {}
-    depth = getattr(backend, "queue_depth", None)
-    if depth is not None:
-        stats["queue_depth"] = tuple(depth)
-    prefix = getattr(backend, "prefix_stats", None)
-    if prefix is not None:
-        stats["prefix"] = {name: float(getattr(prefix, name)) for name in
-                           ("hit_ratio", "bytes_held", "store_bytes", "store_entries", "store_restores")}
-    return stats

@@ -16,9 +16,10 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from edge_runtime.backends.base import SamplingParams, ShouldAbort
+from edge_runtime.backends.base import BackendStats, Capabilities, SamplingParams, ShouldAbort
 from edge_runtime.caps import LoadSettings
 from edge_runtime.engine.client import ProcessBackend
 from edge_runtime.errors import BackendError, EngineCrashedError, EngineStartingError
@@ -38,7 +39,6 @@ class SupervisedBackend:
         self.model_format, self.path, self.settings = model_format, path, settings
         self.start_wait_s, self.backoff_s, self.max_backoff_s = start_wait_s, backoff_s, max_backoff_s
         self.worker_argv, self.verdicts = worker_argv, verdicts
-        self.concurrent = model_format == "gguf" and settings.n_parallel > 1
         self.notes: list[str] = []
         self.restarts: collections.Counter[str] = collections.Counter()
         self.state = "starting"
@@ -170,6 +170,11 @@ class SupervisedBackend:
     def n_vocab(self) -> int:
         return self._metadata()["n_vocab"]
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """The child's backend's, as it declared them (waits for the first start, like the other metadata)."""
+        return self._metadata()["capabilities"]
+
     def _metadata(self) -> dict:
         return self._info if self._info is not None else self.engine().info
 
@@ -199,9 +204,12 @@ class SupervisedBackend:
     def forget_prefixes(self) -> None:
         self.engine().forget_prefixes()
 
-    def stats(self) -> dict:
+    def stats(self) -> BackendStats:
+        """The running child's counters, with this supervisor's view of the engine: pid, state, restarts."""
         engine = self._engine
-        return engine.stats() if engine is not None else {}
+        counters = engine.stats() if engine is not None else BackendStats()
+        return replace(counters, engine_pid=self.engine_pid, engine_state=self.state,
+                       engine_restarts=dict(self.restarts))
 
     def close(self) -> None:
         self._closed = True

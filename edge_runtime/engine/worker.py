@@ -16,18 +16,17 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 
-from edge_runtime.engine.messages import backend_stats, encode_error
+from edge_runtime.engine.messages import encode_error
 
 CALLS = ("tokenize", "token_piece", "score_continuations", "cache_prefix", "forget_prefixes", "stats")
 LOCKED_CALLS = ("score_continuations", "cache_prefix", "forget_prefixes")
 
 
 def backend_info(backend) -> dict:
-    special = backend.special_tokens() if hasattr(backend, "special_tokens") else ("", "")
+    """What the parent needs without asking again: sizes, template, special tokens and the capabilities."""
     return {"format": backend.format, "n_ctx": backend.n_ctx, "n_vocab": backend.n_vocab,
-            "concurrent": bool(getattr(backend, "concurrent", False)), "chat_template": backend.chat_template(),
-            "special_tokens": special, "pid": os.getpid(),
-            "can_cache_prefix": hasattr(backend, "cache_prefix")}
+            "capabilities": backend.capabilities, "chat_template": backend.chat_template(),
+            "special_tokens": backend.special_tokens(), "pid": os.getpid()}
 
 
 class Worker:
@@ -36,7 +35,7 @@ class Worker:
     def __init__(self, backend, connection: Connection) -> None:
         self.backend, self.connection = backend, connection
         self.send_lock = threading.Lock()
-        self.backend_lock = contextlib.nullcontext() if getattr(backend, "concurrent", False) else threading.Lock()
+        self.backend_lock = contextlib.nullcontext() if backend.capabilities.concurrent else threading.Lock()
         self.aborts: dict[int, threading.Event] = {}
         self.pieces_sent: set[int] = set()
 
@@ -73,11 +72,8 @@ class Worker:
         try:
             if method not in CALLS:
                 raise ValueError(f"the engine has no call {method!r}")
-            if method == "stats":
-                value = backend_stats(self.backend)
-            else:
-                with self.backend_lock if method in LOCKED_CALLS else contextlib.nullcontext():
-                    value = getattr(self.backend, method)(*args, **kwargs)
+            with self.backend_lock if method in LOCKED_CALLS else contextlib.nullcontext():
+                value = getattr(self.backend, method)(*args, **kwargs)
             self.send(("result", request_id, value))
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller, typed
             self.send(("error", request_id, encode_error(exc)))

@@ -2,8 +2,9 @@
 
 Every converter test works on models it makes itself (``tests/converters/tiny_models.py``): a 2-layer
 llama and a 2-layer gemma3 with trained toy tokenizers. Builds are cached per (arch, target, preset) so each
-export runs once however many tests look at it. torch runs on one thread: on a shared 2-core machine
-the tiny models are dominated by thread hand-off otherwise.
+export runs once however many tests look at it; the ``tiny`` fixture lives in ``tests/conftest.py`` because the
+ONNX and Core ML backend tests (``tests/edge_runtime/backends/``) share the builds. torch runs on one thread: on
+a shared 2-core machine the tiny models are dominated by thread hand-off otherwise.
 """
 
 from __future__ import annotations
@@ -25,11 +26,6 @@ def _single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="session")
-def workspace(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("converters")
 
 
 class TinyModels:
@@ -74,7 +70,3 @@ class TinyModels:
             self._builds[key] = entry
         return self._builds[key]
 
-
-@pytest.fixture(scope="session")
-def tiny(workspace) -> TinyModels:
-    return TinyModels(workspace)

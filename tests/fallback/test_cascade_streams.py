@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.backends.base import SamplingParams, ShouldAbort
+from edge_runtime.backends.base import BackendStats, Capabilities, SamplingParams, ShouldAbort
 from edge_runtime.caps import Caps
 from edge_runtime.models import ResolvedModel
 from edge_runtime.results import TokenStep
 from edge_runtime.runtime import Runtime
+from edge_runtime.server.local_leg import RuntimeLocalLeg
 from fallback.cascade import Cascade, CascadeRequest, CascadeResult, StreamPiece
 from fallback.policy import PolicyConfig
 
@@ -28,7 +29,8 @@ END = 0
 class ScriptedBackend:
     """Bytes are tokens; the answer is ``text`` with one log-probability per byte; it counts what it made."""
 
-    format, n_ctx, n_vocab, concurrent = "gguf", 4096, 257, True
+    format, n_ctx, n_vocab, ready = "gguf", 4096, 257, True
+    capabilities = Capabilities(concurrent=True, max_top_logprobs=0)
 
     def __init__(self, text: bytes, logprob: float, gate_after: int | None = None, gate_s: float = 10.0) -> None:
         self.text, self.logprob, self.gate_after, self.gate_s = text, logprob, gate_after, gate_s
@@ -62,13 +64,21 @@ class ScriptedBackend:
     def score_continuations(self, prefix_ids, continuations):
         return [[-1.0] * len(ids) for ids in continuations]
 
+    def cache_prefix(self, prefix_ids: Sequence[int]) -> int:
+        return 0
+
+    def stats(self) -> BackendStats:
+        return BackendStats()
+
     def close(self) -> None:
         pass
 
 
-def runtime_for(text: bytes, confidence: float, gate_after: int | None = None, gate_s: float = 10.0) -> Runtime:
-    return Runtime(ScriptedBackend(text, math.log(confidence), gate_after, gate_s),
-                   ResolvedModel("gguf", Path("scripted.gguf")), Caps(), 0.0)
+def runtime_for(text: bytes, confidence: float, gate_after: int | None = None,
+                gate_s: float = 10.0) -> RuntimeLocalLeg:
+    """The scripted backend in a real runtime, behind the server's adapter (as the server wires it)."""
+    return RuntimeLocalLeg(Runtime(ScriptedBackend(text, math.log(confidence), gate_after, gate_s),
+                                   ResolvedModel("gguf", Path("scripted.gguf")), Caps(), 0.0))
 
 
 @pytest.fixture()
@@ -111,14 +121,14 @@ def test_threshold_one_escalates_streams_and_whole_answers_alike(cloud):
 
 
 def test_a_confident_stream_commits_after_the_minimum_hold(cloud):
-    runtime = runtime_for(b" Paris is the capital of France, a city on the Seine.", 0.97, gate_after=3)
-    cascade = Cascade(runtime, gateway_for(cloud), PolicyConfig(threshold=0.5), hold_min_tokens=3)
+    local = runtime_for(b" Paris is the capital of France, a city on the Seine.", 0.97, gate_after=3)
+    cascade = Cascade(local, gateway_for(cloud), PolicyConfig(threshold=0.5), hold_min_tokens=3)
 
     async def first_route():
         # the backend stops after 3 tokens until released: the stream must open (commit) on those 3 alone
         opened = await asyncio.wait_for(cascade.open_stream(CascadeRequest(prompt="Q?", max_tokens=64)), 5)
-        route, generated = opened.route, runtime.backend.generated
-        runtime.backend.gate.set()
+        route, generated = opened.route, local.runtime.backend.generated
+        local.runtime.backend.gate.set()
         items = [item async for item in opened.items]
         return route, generated, items[-1]
 
@@ -140,7 +150,7 @@ def test_the_hold_decision_uses_the_threshold_on_the_held_tokens(cloud):
                         PolicyConfig(threshold=0.7))
     route, pieces, result = stream(escalated, max_tokens=32)
     assert route == result.route_taken == "cloud" and result.decision.reason.value == "low_confidence"
-    assert escalated.runtime.backend.generated < 32, "local decoding stops at the escalation"
+    assert escalated.local.runtime.backend.generated < 32, "local decoding stops at the escalation"
 
 
 def test_no_cloud_means_local_degraded_in_the_header_and_the_body():
@@ -161,7 +171,7 @@ def test_a_committed_stream_stays_local_and_says_the_policy_wanted_the_cloud(clo
                                                                                  math.log(0.05), ())
     backend.generate_tokens = tail_doubts
     runtime = Runtime(backend, ResolvedModel("gguf", Path("scripted.gguf")), Caps(), 0.0)
-    cascade = Cascade(runtime, gateway_for(cloud), PolicyConfig(threshold=0.5))
+    cascade = Cascade(RuntimeLocalLeg(runtime), gateway_for(cloud), PolicyConfig(threshold=0.5))
     route, _, result = stream(cascade, max_tokens=46)
     assert route == result.route_taken == "local"
     assert result.policy_wanted_cloud is True and result.decision.escalate

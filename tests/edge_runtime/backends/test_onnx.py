@@ -1,8 +1,9 @@
-"""edge_runtime.backends.onnx on tiny builds: greedy equality with torch, log-probabilities, sampling, errors.
+"""edge_runtime.backends.onnx on tiny builds: greedy equality with torch, log-probabilities, sampling, errors,
+and the backend contract (no grammar: a constrained request is refused by name, over HTTP a 400; counters).
 
 Each behaviour runs on both layouts: a GenAI folder (``fp32``, through onnxruntime-genai) and the portable
-explicit-KV graph (``portable-fp32``, through onnxruntime). (Kept beside the converter tests because it needs
-their tiny builds; it tests ``edge_runtime/backends/onnx.py`` and ``onnx_genai.py``.)
+explicit-KV graph (``portable-fp32``, through onnxruntime). The tiny builds come from the converters' session
+fixture ``tiny`` (``tests/conftest.py``); this tests ``edge_runtime/backends/onnx.py`` and ``onnx_genai.py``.
 """
 
 from __future__ import annotations
@@ -141,3 +142,62 @@ def test_missing_and_corrupt_files_raise_model_file_error(tiny, tmp_path):
 def test_backend_module_does_not_import_torch():
     code = "import edge_runtime.backends.onnx, sys; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+# -- the backend contract ----------------------------------------------------------------------------------------
+def test_declares_no_grammar_no_prefix_store_one_request_at_a_time(backends):
+    from edge_runtime.backends.base import Capabilities
+
+    for backend in backends.values():
+        assert backend.capabilities == Capabilities() and backend.ready
+        assert not backend.capabilities.grammar and not backend.capabilities.concurrent
+
+
+def test_stats_after_a_real_generation_name_this_process_and_no_counters(backends):
+    import os
+
+    backend = backends["llama"]
+    assert len(list(backend.generate_tokens(backend.tokenize(PROMPT), SamplingParams(max_tokens=2), _never))) == 2
+    stats = backend.stats()
+    assert stats.queue_depth is None and stats.prefix_cache is None
+    assert (stats.engine_pid, stats.engine_state, dict(stats.engine_restarts)) == (os.getpid(), "ready", {})
+
+
+@pytest.fixture(scope="module")
+def onnx_runtime(tiny):
+    from edge_runtime.runtime import Runtime
+
+    with Runtime.load(tiny.build("llama", "onnx", "fp32"), settings=SETTINGS, backend="onnx") as runtime:
+        yield runtime
+
+
+def test_the_runtime_refuses_a_grammar_naming_the_backend(onnx_runtime):
+    from edge_runtime.errors import UnsupportedCapabilityError
+
+    with pytest.raises(UnsupportedCapabilityError, match="the onnx backend does not support grammar") as refused:
+        onnx_runtime.generate(PROMPT, max_tokens=3, grammar='root ::= "yes" | "no"')
+    assert (refused.value.backend, refused.value.capability) == ("onnx", "grammar")
+    assert onnx_runtime.cache_prefix(PROMPT) == 0
+    assert onnx_runtime.generate(PROMPT, max_tokens=3).usage.completion_tokens >= 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_response_format_on_onnx_is_a_400_over_http(onnx_runtime, stream):
+    """The server turns the JSON response format into a grammar; ONNX cannot honour one: a clear 400, not an
+    unconstrained answer."""
+    import httpx
+
+    from benchmarks.served import build_server, running
+
+    built = build_server(onnx_runtime, base_url=None)
+    with running(built.app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        response = http.post("/v1/chat/completions", headers={"X-Edge-Route": "local"}, json={
+            "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "stream": stream,
+            "response_format": {"type": "json_object"}})
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert "onnx backend does not support grammar" in error["message"]
+        assert error["code"] == "unsupported_capability"
+        plain = http.post("/v1/chat/completions", headers={"X-Edge-Route": "local"}, json={
+            "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+        assert plain.status_code == 200

@@ -1,6 +1,5 @@
-"""edge_runtime.backends.coreml: refuses to load off macOS with the reason; predicts on macOS.
-
-(Kept beside the converter tests because the macOS test needs their tiny builds.)
+"""edge_runtime.backends.coreml: refuses to load off macOS with the reason; predicts on macOS; declares its
+capabilities (the macOS test uses the converters' tiny builds, fixture ``tiny`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -80,3 +79,14 @@ def test_shared_decode_loop_tracks_the_core_ml_cache():
     scores = backend.score_continuations([1, 2, 3], [[4, 5], [0]])
     assert scores[0][0] > -0.01 and scores[0][1] > -0.01 and scores[1][0] < -9
     assert backend.cached_tokens == [1, 2, 3]
+
+
+def test_declares_no_grammar_no_prefix_store_and_counts_nothing():
+    from edge_runtime.backends.base import BackendStats, Capabilities
+
+    assert CoreMLBackend.capabilities == Capabilities() and CoreMLBackend.ready
+    backend = CoreMLBackend(_CountingModel(), _Tokenizer(), {"config": {"vocab_size": 8}, "max_context": 16},
+                            LoadSettings(n_ctx=16))
+    backend.token_piece = lambda token: bytes([48 + token])
+    assert len(list(backend.generate_tokens([1, 2], SamplingParams(max_tokens=2), lambda: False))) == 2
+    assert backend.stats() == BackendStats()
