@@ -92,6 +92,10 @@ class CachedDecoderBackend:
                 return
             self._decode([token])
 
+    def cache_prefix(self, prefix_ids: Sequence[int]) -> int:
+        """No prefix store (only the live cache is reused): nothing is kept."""
+        return 0
+
     def stats(self) -> BackendStats:
         """No queue (one sequence) and no prefix store: only the engine fields, this process."""
         return BackendStats()
