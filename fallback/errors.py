@@ -8,6 +8,12 @@ The tree::
     ├── CircuitOpenError            a provider was skipped because its breaker is open
     ├── AllProvidersFailedError     no provider produced an answer (holds every per-provider error)
     ├── LedgerError                 the SQLite ledger cannot be used (newer schema, bad entry)
+    ├── CloudUnavailableError       neither leg could answer: the local model failed, the cloud is unavailable
+    ├── RequestRejectedError        the request is the caller's mistake (invalid, or answerable by neither leg)
+    ├── LocalLegError               the local model could not answer (a local leg raises it; cascade escalates)
+    │   ├── LocalCrashedError       its engine process died while answering
+    │   ├── LocalStartingError      its engine process is starting or restarting
+    │   └── LocalInputTooLongError  the prompt is over its input cap (the cloud may still take it)
     └── ProviderError               one cloud provider failed (carries the provider name)
         ├── ProviderTimeoutError    an attempt or the overall deadline ran out
         ├── ProviderConnectError    the connection could not be made or was dropped (DNS, refused, reset)
@@ -58,6 +64,31 @@ class AllProvidersFailedError(FallbackError):
 
 class LedgerError(FallbackError):
     """The ledger database cannot be used, or an entry is invalid."""
+
+
+class CloudUnavailableError(FallbackError):
+    """Neither leg could answer: the local model failed and the cloud is unavailable or not configured."""
+
+
+class RequestRejectedError(FallbackError, ValueError):
+    """The request is the caller's mistake: the local model refused its arguments, or it is too long for the
+    local model and no cloud may take it. Never escalated."""
+
+
+class LocalLegError(FallbackError):
+    """The local model could not answer; the message says why, in the local side's words."""
+
+
+class LocalCrashedError(LocalLegError):
+    """The local engine's process died while answering."""
+
+
+class LocalStartingError(LocalLegError):
+    """The local engine's process is starting or restarting and cannot answer yet."""
+
+
+class LocalInputTooLongError(LocalLegError):
+    """The prompt is over the local model's input cap; the cloud may still take it."""
 
 
 class ProviderError(FallbackError):

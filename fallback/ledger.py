@@ -36,10 +36,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from fallback.errors import LedgerError
+from fallback.policy import RouteTaken
 
 SCHEMA_VERSION = 2
-ROUTES = ("local", "cloud", "both", "local-degraded", "failed", "cancelled")
-LOCAL_ROUTES = frozenset({"local", "local-degraded"})
+ROUTES = tuple(route.value for route in RouteTaken)
+LOCAL_ROUTES = frozenset({RouteTaken.LOCAL.value, RouteTaken.LOCAL_DEGRADED.value})
 
 _SCHEMA = """
 CREATE TABLE requests (
@@ -96,12 +97,12 @@ class LedgerEntry:
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
             raise LedgerError(f"route must be one of {list(ROUTES)}; got {self.route!r}")
-        if (self.route == "failed") != (self.error is not None):
+        if (self.route == RouteTaken.FAILED) != (self.error is not None):
             raise LedgerError("a failed request names its error, and only a failed request has one")
 
     @property
     def escalated(self) -> bool:
-        return self.route not in ("local", "failed", "cancelled")
+        return self.route not in (RouteTaken.LOCAL, RouteTaken.FAILED, RouteTaken.CANCELLED)
 
     def cloud_only_cost_usd(self, price: tuple[float, float] | None) -> float | None:
         """Estimated cost had this request gone to the cloud; None when no price is known."""
@@ -112,6 +113,30 @@ class LedgerEntry:
         tokens_in = self.cloud_tokens_in if reached_cloud else self.local_tokens_in
         tokens_out = self.cloud_tokens_out if reached_cloud else self.local_tokens_out
         return (tokens_in * price_in + tokens_out * price_out) / 1e6
+
+
+def request_entry(route: str, reason: str, *, task: str | None = None, confidence: float | None = None,
+                  local=None, local_latency_s: float | None = None, cloud=None, prices=None,
+                  provider: str | None = None, error: str | None = None) -> LedgerEntry:
+    """The one place a request's row is built from what its legs produced: ``local`` is the local answer
+    (its usage), ``cloud`` the cloud's response (usage, latency, cost, redactions), ``prices`` the provider
+    configuration whose prices held; ``provider`` defaults to the one that answered."""
+    (local_in, local_out), (cloud_in, cloud_out) = _tokens(local), _tokens(cloud)
+    return LedgerEntry(
+        route=str(route), reason=reason, confidence=confidence, task=task, error=error,
+        local_tokens_in=local_in, local_tokens_out=local_out, local_latency_s=local_latency_s,
+        cloud_tokens_in=cloud_in, cloud_tokens_out=cloud_out,
+        cloud_latency_s=cloud.latency_s if cloud is not None else None,
+        cloud_cost_usd=cloud.cost_usd if cloud is not None else 0.0,
+        provider=provider if provider is not None or cloud is None else cloud.provider,
+        price_input_per_mtok=prices.price_input_per_mtok if prices is not None else None,
+        price_output_per_mtok=prices.price_output_per_mtok if prices is not None else None,
+        redaction_count=sum((cloud.redaction_counts or {}).values()) if cloud is not None else 0)
+
+
+def _tokens(answer) -> tuple[int, int]:
+    """(tokens in, tokens out) of a leg's answer; (0, 0) for a leg that did not answer."""
+    return (answer.usage.prompt_tokens, answer.usage.completion_tokens) if answer is not None else (0, 0)
 
 
 @dataclass(frozen=True)
@@ -249,8 +274,8 @@ def summarize(entries: list[LedgerEntry], cloud_only_price: tuple[float, float] 
     requests = len(entries)
     local = sum(e.route in LOCAL_ROUTES for e in entries)
     escalated = [e for e in entries if e.escalated]
-    failed = sum(e.route == "failed" for e in entries)
-    cancelled = sum(e.route == "cancelled" for e in entries)
+    failed = sum(e.route == RouteTaken.FAILED for e in entries)
+    cancelled = sum(e.route == RouteTaken.CANCELLED for e in entries)
     total_cost = sum(e.cloud_cost_usd for e in entries)
     labelled = [e for e in entries if e.correct is not None]
     correct = sum(bool(e.correct) for e in labelled)

@@ -16,6 +16,32 @@ from enum import Enum
 from fallback.validity import VALID, Validity
 
 
+class _Named(str, Enum):
+    """A name that is also its own string: JSON, headers, metric labels and ledger rows read the value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Route(_Named):
+    """Where a request asks to be answered (the ``X-Edge-Route`` header)."""
+
+    AUTO = "auto"
+    LOCAL = "local"
+    CLOUD = "cloud"
+
+
+class RouteTaken(_Named):
+    """Where a request was answered, as responses, metrics and the ledger name it."""
+
+    LOCAL = "local"
+    CLOUD = "cloud"
+    BOTH = "both"
+    LOCAL_DEGRADED = "local-degraded"  # the cloud was wanted and failed, or may not be used: the local answer
+    FAILED = "failed"  # neither leg could answer
+    CANCELLED = "cancelled"  # the client left a stream before its end
+
+
 class Reason(str, Enum):
     CONFIDENT = "confident"
     FORCED_LOCAL = "forced_local"
@@ -49,7 +75,7 @@ class LocalOutcome:
     error: str | None = None
     input_too_long: bool = False
     stopped_early: bool = False
-    route: str = "auto"
+    route: str = Route.AUTO
     failure: str | None = None  # "crashed" or "starting" when the engine's process could not answer
 
 
@@ -61,9 +87,9 @@ class Decision:
 
 
 def _forced_or_failed(outcome: LocalOutcome) -> Decision | None:
-    if outcome.route == "cloud":
+    if outcome.route == Route.CLOUD:
         return Decision(True, Reason.FORCED_CLOUD, "the caller asked for the cloud")
-    if outcome.route == "local":
+    if outcome.route == Route.LOCAL:
         return Decision(False, Reason.FORCED_LOCAL, "the caller asked for the local model")
     if outcome.input_too_long:
         return Decision(True, Reason.INPUT_TOO_LONG, "the input is over the local model's cap")

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
+from edge_runtime.server.local_leg import RuntimeLocalLeg  # noqa: E402
 from fallback.cascade import Cascade, CascadeRequest  # noqa: E402
 from fallback.gateway import CloudGateway  # noqa: E402
 from fallback.policy import PolicyConfig  # noqa: E402
@@ -49,7 +50,8 @@ def _tree(exporter):
 
 def _run(runtime, spans, threshold, cloud=None, record_text=False):
     provider, exporter = spans
-    cascade = Cascade(runtime, _gateway(cloud) if cloud else None, PolicyConfig(threshold=threshold),
+    cascade = Cascade(RuntimeLocalLeg(runtime), _gateway(cloud) if cloud else None,
+                      PolicyConfig(threshold=threshold),
                       tracer=RequestTracer.with_provider(provider, record_text=record_text))
     result = asyncio.run(cascade.complete(CascadeRequest(prompt=SECRET_PROMPT, max_tokens=3)))
     return result, _tree(exporter)
@@ -100,7 +102,7 @@ def test_prompt_text_is_recorded_only_when_asked(runtime, spans, record_text):
 def _stream(runtime, spans, policy: PolicyConfig, cloud=None, route="auto", take: int | None = None):
     """Opens a streamed request and reads ``take`` items (all when None); returns the items and the tree."""
     provider, exporter = spans
-    cascade = Cascade(runtime, _gateway(cloud) if cloud else None, policy,
+    cascade = Cascade(RuntimeLocalLeg(runtime), _gateway(cloud) if cloud else None, policy,
                       tracer=RequestTracer.with_provider(provider))
 
     async def read():
@@ -173,7 +175,7 @@ def test_an_abandoned_stream_is_one_cancelled_ledger_row(runtime, tmp_path):
     from fallback.ledger import Ledger
 
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
-        cascade = Cascade(runtime, None, PolicyConfig(threshold=0.0), ledger=ledger)
+        cascade = Cascade(RuntimeLocalLeg(runtime), None, PolicyConfig(threshold=0.0), ledger=ledger)
 
         async def read_one():
             stream = await cascade.open_stream(CascadeRequest(prompt=SECRET_PROMPT, max_tokens=10))
@@ -192,6 +194,6 @@ def test_a_ledger_that_cannot_be_written_does_not_change_the_answer(runtime, tmp
 
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     ledger.close()  # every write now fails with LedgerError
-    cascade = Cascade(runtime, None, PolicyConfig(threshold=0.0), ledger=ledger)
+    cascade = Cascade(RuntimeLocalLeg(runtime), None, PolicyConfig(threshold=0.0), ledger=ledger)
     result = asyncio.run(cascade.complete(CascadeRequest(prompt=SECRET_PROMPT, max_tokens=3)))
     assert result.route_taken == "local" and result.text and result.ledger_id is None

@@ -1,0 +1,50 @@
+"""How sure the local model is of an answer, or of its first tokens: the number the policy compares.
+
+Calibrated when a calibrator is loaded (it gets every signal ``confidence.answer_signals`` computes), else
+the geometric-mean token probability. For a JSON answer only the value tokens count: the model's doubt is in
+the values, not in the punctuation and keys a grammar forces.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from fallback.local_leg import LocalToken
+
+
+def answer_confidence(tokens: Sequence[LocalToken], response_format: dict | None = None,
+                      calibrator=None) -> float | None:
+    """The confidence of ``tokens`` (a whole answer or its first tokens); None without tokens."""
+    logprobs = [token.logprob for token in tokens]
+    if not logprobs:
+        return None
+    fields, keys = _json_fields(response_format, tokens)
+    if calibrator is not None:
+        from fallback.confidence import answer_signals
+
+        return calibrator.predict(answer_signals(logprobs, _margins(tokens), fields, keys))
+    if fields is not None:
+        logprobs = [logprob for logprob, field in zip(logprobs, fields) if field is not None] or logprobs
+    return math.exp(math.fsum(logprobs) / len(logprobs))
+
+
+def _json_fields(response_format: dict | None,
+                 tokens: Sequence[LocalToken]) -> tuple[list[str | None] | None, list[str]]:
+    """For a JSON answer: which key's value each token carries (None: structure), and the schema's keys."""
+    if not response_format or response_format.get("type") not in ("json_object", "json_schema"):
+        return None, []
+    from fallback.structured import token_fields
+
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    return token_fields([token.text for token in tokens]), list((schema.get("properties") or {}))
+
+
+def _margins(tokens: Sequence[LocalToken]) -> list[float] | None:
+    """Each token's margin over the best alternative the model offered, when alternatives were asked for."""
+    if not tokens or not all(token.top for token in tokens):
+        return None
+    from fallback.confidence import token_margins
+
+    return token_margins([t.logprob for t in tokens], [[(a.token_id, a.logprob) for a in t.top] for t in tokens],
+                         [t.token_id for t in tokens])

@@ -1,0 +1,58 @@
+"""One run of the local leg, reduced to what the policy reads: an answer with its outcome, or a failure.
+
+The whole-answer path runs it here (in a worker thread, to the end or until cancelled); the streaming path
+runs the same leg through ``stream_bridge`` and builds its outcome with the same two functions, so a stream
+and a whole answer are judged alike.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from fallback.cascade_types import CascadeRequest, LocalRun
+from fallback.errors import RequestRejectedError
+from fallback.local_leg import (LocalAnswer, LocalInputTooLongError, LocalLeg, LocalLegError, LocalToken,
+                                failure_kind)
+from fallback.policy import LocalOutcome
+from fallback.validity import check_output
+
+Confidence = Callable[[Sequence[LocalToken], CascadeRequest], "float | None"]
+
+
+def answered_run(request: CascadeRequest, answer: LocalAnswer, confidence: Confidence, latency_s: float) -> LocalRun:
+    """A run that produced ``answer``: its confidence, finish reason and validity for the policy."""
+    outcome = LocalOutcome(confidence=confidence(answer.tokens, request), finish_reason=answer.finish_reason,
+                           validity=check_output(answer.text, request.response_format), route=request.route)
+    return LocalRun(answer, outcome, latency_s)
+
+
+def failed_run(request: CascadeRequest, error: LocalLegError, latency_s: float = 0.0) -> LocalRun:
+    """A run the local leg could not finish; the policy escalates it for the reason its type names."""
+    outcome = LocalOutcome(error=str(error), route=request.route, failure=failure_kind(error),
+                           input_too_long=isinstance(error, LocalInputTooLongError))
+    return LocalRun(None, outcome, latency_s)
+
+
+def run_whole(local: LocalLeg, request: CascadeRequest, confidence: Confidence,
+              cancel: threading.Event | None = None) -> LocalRun:
+    """Runs the local leg to the end (or until ``cancel`` is set); its failures become outcomes, and a
+    ``RequestRejectedError`` (the caller's mistake) propagates."""
+    started = time.perf_counter()
+    try:
+        stream = local.stream(request.local_request())
+        for _ in stream:
+            if cancel is not None and cancel.is_set():
+                stream.close()
+                break
+        answer = stream.result
+    except LocalLegError as exc:
+        return failed_run(request, exc, time.perf_counter() - started)
+    return answered_run(request, answer, confidence, time.perf_counter() - started)
+
+
+def refuse_unanswerable(outcome: LocalOutcome, why: str) -> None:
+    """An input too long for the local model, with no cloud to take it, is refused as the caller's error."""
+    if outcome.input_too_long:
+        raise RequestRejectedError(f"{outcome.error}: too long for the local model, and {why}")
