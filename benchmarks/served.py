@@ -1,7 +1,7 @@
 """Servers on loopback for the test suite and the benchmarks that drive the real server.
 
-The production wiring (``Cascade`` + ``CloudGateway`` + ``Ledger`` + ``EdgeServer``) with explicit test knobs,
-uvicorn run in a thread on a free loopback port, and ``TinyBackend``: a byte-level fake model for HTTP-layer
+The production builder (``edge_runtime.server.build.build_server``) with explicit test knobs, uvicorn run in a
+thread on a free loopback port, and ``TinyBackend``: a byte-level fake model for HTTP-layer
 fuzzing (10,000 cases through llama.cpp would take hours on two busy cores). Test doubles live here, outside
 the product's packages, so benchmarks can use them without importing the tests.
 """
@@ -69,32 +69,30 @@ class Built:
 def build_server(runtime, *, base_url: str | None, ledger_path: Path | None = None, threshold: float = 0.0,
                  knobs: GatewayKnobs | None = None, early_floor: float | None = None,
                  max_in_flight: int = 64, breaker_clock=None) -> Built:
-    """The production wiring (``Cascade`` + ``CloudGateway`` + ``Ledger`` + ``EdgeServer``) with test knobs."""
-    import time
-
-    from edge_runtime.server.app import EdgeServer, ServerConfig, create_app
-    from fallback.cascade import Cascade
-    from fallback.gateway import CloudGateway
-    from fallback.ledger import Ledger
-    from fallback.policy import PolicyConfig
-    from fallback.providers import BreakerConfig, GatewayConfig, ProviderConfig
+    """The production builder (``edge_runtime.server.build``) over ``runtime``, with the cloud at ``base_url``
+    (None: no cloud) as patient as ``knobs`` say, and a ledger at ``ledger_path`` (None: none)."""
+    from edge_runtime.server.build import build_server as build
+    from edge_runtime.server.settings import ServerSettings
 
     knobs = knobs or GatewayKnobs()
-    gateway = None
-    if base_url is not None:
-        provider = ProviderConfig(name="loopback", base_url=base_url, model="loopback-1", timeout_s=knobs.timeout_s,
-                                  connect_timeout_s=knobs.connect_timeout_s, max_retries=knobs.max_retries,
-                                  price_input_per_mtok=2.5, price_output_per_mtok=10.0)
-        breaker = BreakerConfig(window_size=10, min_calls=knobs.breaker_min_calls, failure_rate_threshold=0.5,
-                                cooldown_s=knobs.breaker_cooldown_s)
-        config = GatewayConfig(providers=[provider], overall_deadline_s=knobs.overall_deadline_s,
-                               backoff_base_s=knobs.backoff_base_s, backoff_max_s=0.05, breaker=breaker)
-        gateway = CloudGateway(config, breaker_clock=breaker_clock or time.monotonic)
-    ledger = Ledger(ledger_path) if ledger_path is not None else None
-    cascade = Cascade(runtime, gateway, PolicyConfig(threshold=threshold, early_floor=early_floor), ledger)
-    server = EdgeServer(cascade, ServerConfig(max_in_flight=max_in_flight, max_body_bytes=200_000))
-    server.ready = True
-    return Built(server, create_app(server), ledger, knobs)
+    settings = ServerSettings(cloud=loopback_gateway(base_url, knobs) if base_url is not None else None,
+                              confidence_threshold=threshold, early_floor=early_floor, max_in_flight=max_in_flight,
+                              max_body_bytes=200_000, ledger=ledger_path is not None, ledger_path=ledger_path)
+    app, server = build(settings, runtime=runtime, breaker_clock=breaker_clock or time.monotonic)
+    return Built(server, app, server.cascade.ledger, knobs)
+
+
+def loopback_gateway(base_url: str, knobs: GatewayKnobs):
+    """Gateway settings for one loopback provider (priced like a real one) with ``knobs``' patience."""
+    from fallback.providers import BreakerConfig, GatewayConfig, ProviderConfig
+
+    provider = ProviderConfig(name="loopback", base_url=base_url, model="loopback-1", timeout_s=knobs.timeout_s,
+                              connect_timeout_s=knobs.connect_timeout_s, max_retries=knobs.max_retries,
+                              price_input_per_mtok=2.5, price_output_per_mtok=10.0)
+    breaker = BreakerConfig(window_size=10, min_calls=knobs.breaker_min_calls, failure_rate_threshold=0.5,
+                            cooldown_s=knobs.breaker_cooldown_s)
+    return GatewayConfig(providers=[provider], overall_deadline_s=knobs.overall_deadline_s,
+                         backoff_base_s=knobs.backoff_base_s, backoff_max_s=0.05, breaker=breaker)
 
 
 class TinyBackend:

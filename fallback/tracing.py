@@ -35,9 +35,12 @@ class RequestTracer:
     def from_env(cls) -> "RequestTracer":
         exporter = os.environ.get("EDGE_OTEL_EXPORTER", "").strip().lower()
         record_text = os.environ.get("EDGE_OTEL_RECORD_TEXT", "") in ("1", "true", "yes")
-        if not exporter:
-            return cls(None, record_text)
-        return cls(_configured_tracer(exporter), record_text)
+        return cls.configured(exporter, record_text)
+
+    @classmethod
+    def configured(cls, exporter: str, record_text: bool = False) -> "RequestTracer":
+        """Exporting to ``exporter`` ("console" or "otlp"; "" exports nothing)."""
+        return cls(_configured_tracer(exporter) if exporter else None, record_text)
 
     @classmethod
     def with_provider(cls, provider, record_text: bool = False) -> "RequestTracer":

@@ -1,6 +1,6 @@
 """Servers for the reliability suite: the real server and cascade over a cloud we break on purpose.
 
-``reliable_server`` builds the same ``EdgeServer`` the CLI builds, with a gateway whose timeouts, retries,
+``build_server`` (``benchmarks.served``) calls the builder the CLI calls, with a gateway whose timeouts, retries,
 overall deadline and breaker are short and explicit, so a fault matrix finishes in seconds and every timing
 can be checked against the configured deadline. ``TinyBackend`` is a byte-level fake model for the HTTP-layer
 fuzz run only (10,000 cases through llama.cpp would take hours on two busy cores); the real model is fuzzed

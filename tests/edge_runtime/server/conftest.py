@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -30,25 +26,26 @@ def cloud():
 
 
 def make_server(runtime, *, cloud=None, threshold=0.0, api_key=None, max_in_flight=16, max_body_bytes=200_000,
-                ledger=None, early_floor=None):
-    from edge_runtime.server.app import EdgeServer, ServerConfig, create_app
-    from fallback.cascade import Cascade
-    from fallback.gateway import CloudGateway
-    from fallback.policy import PolicyConfig
+                ledger_path=None, early_floor=None):
+    """(EdgeServer, app) from the production builder over the shared ``runtime``."""
+    from edge_runtime.server.build import build_server
+    from edge_runtime.server.settings import ServerSettings
+
+    settings = ServerSettings(cloud=_cloud_gateway(cloud) if cloud is not None else None,
+                              confidence_threshold=threshold, early_floor=early_floor, api_key=api_key,
+                              max_in_flight=max_in_flight, max_body_bytes=max_body_bytes,
+                              ledger=ledger_path is not None, ledger_path=ledger_path)
+    app, server = build_server(settings, runtime=runtime)
+    return server, app
+
+
+def _cloud_gateway(cloud):
     from fallback.providers import GatewayConfig, ProviderConfig
 
-    gateway = None
-    if cloud is not None:
-        provider = ProviderConfig(name="loopback", base_url=cloud.base_url, model="loopback-1", timeout_s=5,
-                                  max_retries=1, price_input_per_mtok=2.5, price_output_per_mtok=10.0)
-        # generous: the overall deadline counts the local turn, which a busy machine can slow to seconds
-        gateway = CloudGateway(GatewayConfig(providers=[provider], overall_deadline_s=30, escalation_budget_s=30,
-                                             backoff_base_s=0.01))
-    cascade = Cascade(runtime, gateway, PolicyConfig(threshold=threshold, early_floor=early_floor), ledger)
-    server = EdgeServer(cascade, ServerConfig(api_key=api_key, max_in_flight=max_in_flight,
-                                              max_body_bytes=max_body_bytes))
-    server.ready = True
-    return server, create_app(server)
+    provider = ProviderConfig(name="loopback", base_url=cloud.base_url, model="loopback-1", timeout_s=5,
+                              max_retries=1, price_input_per_mtok=2.5, price_output_per_mtok=10.0)
+    # generous: the overall deadline counts the local turn, which a busy machine can slow to seconds
+    return GatewayConfig(providers=[provider], overall_deadline_s=30, escalation_budget_s=30, backoff_base_s=0.01)
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +57,8 @@ def local_server(batched_runtime):
 
 @pytest.fixture(scope="session")
 def cloud_server(batched_runtime, cloud, tmp_path_factory):
-    from fallback.ledger import Ledger
-
-    ledger = Ledger(tmp_path_factory.mktemp("ledger") / "ledger.sqlite3")
-    server, app = make_server(batched_runtime, cloud=cloud, threshold=0.5, ledger=ledger)
+    ledger_path = tmp_path_factory.mktemp("ledger") / "ledger.sqlite3"
+    server, app = make_server(batched_runtime, cloud=cloud, threshold=0.5, ledger_path=ledger_path)
     with running(app) as url:
         yield server, url
 

@@ -165,12 +165,12 @@ def test_client_disconnect_cancels_generation(local_server):
             for line in response.iter_lines():
                 if line.startswith("data:"):
                     break
-    backend = server.cascade.runtime.backend
+    backend = server.runtime.backend
     deadline = time.monotonic() + 20
     while (server.admission.in_flight or backend.queue_depth != (0, 0)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.admission.in_flight == 0
-    assert server.cascade.runtime.backend.queue_depth == (0, 0)
+    assert server.runtime.backend.queue_depth == (0, 0)
 
 
 def test_forced_cloud_route_goes_to_the_cloud_and_is_recorded(cloud_server, cloud):
