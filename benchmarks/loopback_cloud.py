@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from fallback.message_text import text_parts
+
 AnswerFn = Callable[[dict[str, Any]], str]
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 FAULT_KINDS = ("latency", "429", "429-date", "429-no-retry-after", "500", "502", "503",
@@ -83,12 +85,9 @@ def count_words(text: str) -> int:
 
 
 def message_text(content: Any) -> str:
-    """Text of a chat message's content (a string or a list of ``{"type": "text"}`` parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
+    """Text of a chat message's content (a string or a list of ``{"type": "text"}`` parts), parts joined by
+    spaces so their words count apart."""
+    return " ".join(text_parts(content))
 
 
 def prompt_text(body: dict[str, Any]) -> str:

@@ -63,6 +63,7 @@ from fallback.errors import (
     AllProvidersFailedError, CircuitOpenError, PrivacyRefusalError, ProviderError, ProviderHTTPError,
     ProviderProtocolError, ProviderTimeoutError, StreamInterruptedError,
 )
+from fallback.message_text import text_parts
 from fallback.providers import GatewayConfig, ProviderConfig
 from fallback.redaction import Redactor, redact_messages
 from fallback.retry_policy import (
@@ -163,14 +164,7 @@ def estimate_tokens(text: str) -> int:
 
 
 def _messages_text(messages: list[dict[str, Any]]) -> str:
-    parts = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts += [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-    return "\n".join(parts)
+    return "\n".join(text for message in messages for text in text_parts(message.get("content")))
 
 
 # ================================================================ one request in flight

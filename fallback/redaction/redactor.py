@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fallback.errors import ConfigError
+from fallback.message_text import is_text_part
 from fallback.redaction.addresses import find_addresses
 from fallback.redaction.credentials import find_secrets
 from fallback.redaction.financial import find_cards, find_ibans
@@ -154,17 +155,13 @@ def _redact_content(message: dict[str, Any], redactor: Redactor) -> None:
         message["content"] = _redact_parts(content, redactor)
 
 
-def _is_text_part(part: Any) -> bool:
-    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-
-
 def _redact_parts(parts: list[Any], redactor: Redactor) -> list[Any]:
     """Consecutive text parts are joined into one before redaction, so a value split across parts cannot
     slip through as two harmless-looking halves; other parts keep their place."""
     merged: list[Any] = []
     texts: list[str] = []
     for part in [*parts, None]:
-        if part is not None and _is_text_part(part):
+        if part is not None and is_text_part(part):
             texts.append(part["text"])
             continue
         if texts:
