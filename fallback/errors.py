@@ -72,7 +72,12 @@ class CloudUnavailableError(FallbackError):
 
 class RequestRejectedError(FallbackError, ValueError):
     """The request is the caller's mistake: the local model refused its arguments, or it is too long for the
-    local model and no cloud may take it. Never escalated."""
+    local model and no cloud may take it. Never escalated. ``code`` names the kind of refusal when the side
+    that refused gave one (e.g. ``"unsupported_capability"``: a grammar on a backend without grammars)."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class LocalLegError(FallbackError):

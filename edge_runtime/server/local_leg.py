@@ -5,6 +5,7 @@ runtime; the server, which sits on both, wraps a ``Runtime`` in ``RuntimeLocalLe
 ``Cascade``. Errors are translated by type, at this boundary, keeping their messages::
 
     PromptTooLongError   -> LocalInputTooLongError   (the cloud may take the prompt)
+    UnsupportedCapabilityError -> RequestRejectedError, code "unsupported_capability"
     InvalidRequestError  -> RequestRejectedError     (the caller's mistake: 400, never escalated)
     EngineCrashedError   -> LocalCrashedError        (reason local_crashed)
     EngineStartingError  -> LocalStartingError       (reason local_starting)
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from edge_runtime.errors import (EdgeRuntimeError, EngineCrashedError, EngineStartingError, InvalidRequestError,
-                                 PromptTooLongError)
+                                 PromptTooLongError, UnsupportedCapabilityError)
 from edge_runtime.results import GenerationResult, StreamEvent
 from edge_runtime.runtime import GenerationStream, Runtime
 from fallback.errors import FallbackError
@@ -28,6 +29,8 @@ def translate(error: EdgeRuntimeError) -> FallbackError:
     """The fallback's error for a runtime error; the runtime's type name stays in the message of failures."""
     if isinstance(error, PromptTooLongError):
         return LocalInputTooLongError(str(error))
+    if isinstance(error, UnsupportedCapabilityError):
+        return RequestRejectedError(str(error), code="unsupported_capability")
     if isinstance(error, InvalidRequestError):
         return RequestRejectedError(str(error))
     failure = f"{type(error).__name__}: {error}"
