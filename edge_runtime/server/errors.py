@@ -44,7 +44,9 @@ def translate_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, UnsupportedCapabilityError):  # e.g. a response_format on a backend without grammars
         return ApiError(400, str(exc), code="unsupported_capability")
-    if isinstance(exc, (InvalidRequestError, PromptTooLongError, PrivacyRefusalError, RequestRejectedError)):
+    if isinstance(exc, RequestRejectedError):  # the cascade's word for a request the local leg refused
+        return ApiError(400, str(exc), code=exc.code)
+    if isinstance(exc, (InvalidRequestError, PromptTooLongError, PrivacyRefusalError)):
         return ApiError(400, str(exc))
     if isinstance(exc, CapExceededError):
         return ApiError(429, str(exc), "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": "1"})
