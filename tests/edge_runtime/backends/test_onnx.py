@@ -197,7 +197,7 @@ def test_a_response_format_on_onnx_is_a_400_over_http(onnx_runtime, stream):
         assert response.status_code == 400
         error = response.json()["error"]
         assert "onnx backend does not support grammar" in error["message"]
-        assert error["type"] == "invalid_request_error"
+        assert error["type"] == "invalid_request_error" and error["code"] == "unsupported_capability"
         plain = http.post("/v1/chat/completions", headers={"X-Edge-Route": "local"}, json={
             "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
         assert plain.status_code == 200
