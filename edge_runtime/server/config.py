@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ROUTES = ("auto", "local", "cloud")  # what a client may ask for in X-Edge-Route
+from fallback.policy import Route
+
+ROUTES = tuple(route.value for route in Route)  # what a client may ask for in X-Edge-Route
 DEFAULT_MAX_TOKENS = 256
 
 

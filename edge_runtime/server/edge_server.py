@@ -24,6 +24,7 @@ from edge_runtime.server.metrics import Metrics
 from edge_runtime.server.state_metrics import ServerStateCollector, health
 from edge_runtime.server.streams import sse
 from fallback.cascade import Cascade, CascadeRequest, CascadeResult
+from fallback.policy import Route, RouteTaken
 
 
 class EdgeServer:
@@ -42,23 +43,24 @@ class EdgeServer:
         return health(self)
 
     # -- before answering -----------------------------------------------------------------------------------
-    def route_of(self, request: Request) -> str:
-        route = request.headers.get("x-edge-route", "auto").strip().lower()
+    def route_of(self, request: Request) -> Route:
+        route = request.headers.get("x-edge-route", Route.AUTO.value).strip().lower()
         if route not in ROUTES:
             raise ApiError(400, f"X-Edge-Route must be one of {', '.join(ROUTES)}; got {route!r}",
                            param="X-Edge-Route")
-        return route
+        return Route(route)
 
-    def admit(self, route: str) -> str:
-        """Enters admission, or spills the request to the cloud, or refuses it with 429."""
+    def admit(self, route: Route) -> bool:
+        """Enters admission (False), or spills the request to the cloud (True: it holds no admission), or
+        refuses it with 429."""
         if self.admission.try_enter():
-            return route
-        if route != "local" and self.cascade.gateway is not None:
-            return "spill"
+            return False
+        if route is not Route.LOCAL and self.cascade.gateway is not None:
+            return True
         raise ApiError(429, f"the server is busy: {self.admission.limit} requests in flight", "rate_limit_error",
                        code="rate_limit_exceeded", headers={"Retry-After": str(self.config.retry_after_s)})
 
-    def cascade_request(self, body, request: Request, route: str, **fields) -> CascadeRequest:
+    def cascade_request(self, body, request: Request, route: Route, **fields) -> CascadeRequest:
         max_tokens = fields.pop("max_tokens", None) or DEFAULT_MAX_TOKENS
         never_send = request.headers.get("x-edge-never-send", "").lower() in ("1", "true", "yes") or \
             bool((body.metadata or {}).get("never_send"))
@@ -68,10 +70,11 @@ class EdgeServer:
                               never_send=never_send, **fields)
 
     # -- answering ------------------------------------------------------------------------------------------
-    async def answer(self, request: Request, cascade_request: CascadeRequest, build, stream_builder):
-        spilled = cascade_request.route == "spill"
+    async def answer(self, request: Request, cascade_request: CascadeRequest, build, stream_builder,
+                     spilled: bool = False):
+        """The response; a ``spilled`` request goes to the cloud and holds no admission to leave."""
         if spilled:
-            cascade_request.route = "cloud"
+            cascade_request.route = Route.CLOUD
         handed_over = False  # a stream releases admission itself, when it ends
         try:
             if cascade_request.max_tokens is not None and cascade_request.max_tokens <= 0:
@@ -129,7 +132,7 @@ class EdgeServer:
         m.tokens.labels(direction="out", route=route).inc(result.completion_tokens)
         m.latency.labels(route=route).observe(result.latency_s)
         local = result.local
-        if local is not None and local.timings.time_to_first_token_s is not None and route != "cloud":
+        if local is not None and local.timings.time_to_first_token_s is not None and route != RouteTaken.CLOUD:
             m.first_token.labels(route="local").observe(local.timings.time_to_first_token_s)
 
 

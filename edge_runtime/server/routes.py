@@ -49,7 +49,7 @@ def _add_service_routes(app: FastAPI, server: EdgeServer) -> None:
 def _add_chat_route(app: FastAPI, server: EdgeServer) -> None:
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        route = server.admit(server.route_of(request))
+        route = server.route_of(request)
         messages = [message.model_dump(exclude_none=True) for message in body.messages]
         response_format = body.response_format.model_dump(exclude_none=True) if body.response_format else None
         cascade_request = server.cascade_request(
@@ -58,22 +58,25 @@ def _add_chat_route(app: FastAPI, server: EdgeServer) -> None:
             grammar=_schema_grammar(body.response_format), tools=body.tools, tool_choice=body.tool_choice)
         model = server.config.model_name
         builder = ChatStream(model, body.logprobs, body.include_usage_in_stream) if body.stream else None
+        spilled = server.admit(route)  # last: nothing after it may fail before ``answer`` owns the admission
         return await server.answer(request, cascade_request,
-                                   lambda result: wire.chat_completion(result, model, body.logprobs), builder)
+                                   lambda result: wire.chat_completion(result, model, body.logprobs), builder,
+                                   spilled)
 
 
 def _add_completion_route(app: FastAPI, server: EdgeServer) -> None:
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
-        route = server.admit(server.route_of(request))
+        route = server.route_of(request)
         prompt = body.prompt if isinstance(body.prompt, str) else _single_prompt(body.prompt)
         with_logprobs = body.logprobs is not None
         cascade_request = server.cascade_request(body, request, route, prompt=prompt, max_tokens=body.max_tokens,
                                                  top_logprobs=body.logprobs or 0)
         model = server.config.model_name
         builder = CompletionStream(model, with_logprobs, body.include_usage_in_stream) if body.stream else None
+        spilled = server.admit(route)  # last: nothing after it may fail before ``answer`` owns the admission
         return await server.answer(request, cascade_request,
-                                   lambda result: wire.completion(result, model, with_logprobs), builder)
+                                   lambda result: wire.completion(result, model, with_logprobs), builder, spilled)
 
 
 def _single_prompt(prompts: list[str]) -> str:
