@@ -3,8 +3,12 @@
 Parts, each usable alone: ``errors`` (one root, ``FallbackError``), ``breaker`` (circuit breaker with an
 injected clock), ``redaction`` (placeholders for personal data and secrets), ``providers`` (validated
 configuration), ``gateway`` (the async HTTP client with retries, deadlines and fallback order), ``ledger``
-(SQLite record of routes and costs). The fault-injecting loopback cloud the tests and benchmarks use is a
-test double, not part of this package: ``benchmarks.loopback_cloud``. Only the errors load eagerly; everything else loads on first use, so ``import fallback`` stays cheap.
+(SQLite record of routes and costs). On top of them ``cascade`` answers a request: it reaches the local model
+through ``local_leg.LocalLeg``, a protocol (this package imports nothing of ``edge_runtime``; the server adapts
+the runtime to it), and names routes with ``policy.Route`` / ``policy.RouteTaken``. The fault-injecting
+loopback cloud the tests and benchmarks use is a test double, not part of this package:
+``benchmarks.loopback_cloud``. Only the errors load eagerly; everything else loads on first use, so
+``import fallback`` stays cheap.
 """
 
 from __future__ import annotations
