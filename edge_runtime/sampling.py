@@ -12,9 +12,15 @@ import numpy as np
 from edge_runtime.backends.base import SamplingParams
 
 
-def log_sum_exp(logits: np.ndarray) -> float:
-    peak = float(logits.max())
-    return peak + float(np.log(np.exp(logits - peak).sum(dtype=np.float64)))
+def log_sum_exp(logits: np.ndarray, scratch: np.ndarray | None = None, peak: float | None = None) -> float:
+    """``log(sum(exp(logits)))``, shifted by the peak so nothing overflows. ``scratch`` (a float32 row as long as
+    ``logits``) saves allocating a temporary row per call; ``peak`` saves a pass when the maximum is known."""
+    peak = float(logits.max()) if peak is None else peak
+    if scratch is None:
+        return peak + float(np.log(np.exp(logits - peak).sum(dtype=np.float64)))
+    np.subtract(logits, np.float32(peak), out=scratch)
+    np.exp(scratch, out=scratch)
+    return peak + float(np.log(scratch.sum(dtype=np.float64)))
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -57,12 +63,14 @@ def choose_token(logits: np.ndarray, sampling: SamplingParams, rng: np.random.Ge
 
 
 def step(logits: np.ndarray, sampling: SamplingParams, rng: np.random.Generator,
-         constraint=None) -> tuple[int, float, tuple[tuple[int, float], ...]]:
+         constraint=None, scratch: np.ndarray | None = None) -> tuple[int, float, tuple[tuple[int, float], ...]]:
     """Chooses the next token: (token id, its log-probability under the model, top alternatives).
 
-    A ``constraint`` (a grammar) picks among the tokens it allows; the log-probability stays the model's."""
+    A ``constraint`` (a grammar) picks among the tokens it allows; the log-probability stays the model's.
+    ``scratch``: see ``log_sum_exp`` (a batching backend passes one reused row)."""
     token = constraint.choose(logits, sampling, rng) if constraint is not None else choose_token(logits, sampling, rng)
     if constraint is not None:
         constraint.accept(token)
-    normaliser = log_sum_exp(logits)
+    greedy = constraint is None and sampling.temperature == 0.0  # the chosen token is the peak
+    normaliser = log_sum_exp(logits, scratch, float(logits[token]) if greedy else None)
     return token, float(logits[token]) - normaliser, top_alternatives(logits, sampling.top_logprobs, normaliser)

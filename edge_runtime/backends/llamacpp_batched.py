@@ -4,19 +4,23 @@ Decoding one token reads every weight once; decoding eight sequences in the same
 once too, so on a memory-bound laptop CPU aggregate throughput grows with the number of live requests. A
 scheduler thread owns the context. Each step it admits waiting requests into free slots (choosing the slot
 whose KV cache already holds the longest prefix of the prompt), then builds one batch from one token per
-decoding slot plus prompt chunks of prefilling slots, decodes it, and samples every slot that produced logits.
-Requests receive their ``TokenStep``s through a queue; closing the iterator cancels the request.
+decoding slot plus prompt chunks of prefilling slots (oldest request first), decodes it, and samples every
+slot that produced logits. Requests receive their ``TokenStep``s through an output (a queue for
+``generate_tokens``, whose iterator cancels the request when closed); an engine process that serves many
+requests registers an ``on_step`` listener and sends everything one step produced in one message.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -29,7 +33,15 @@ from edge_runtime.caps import LoadSettings
 from edge_runtime.errors import BackendError, CapExceededError, InvalidRequestError
 from edge_runtime.results import TokenStep
 
-_END = object()
+END_OF_STREAM = object()  # the last item a job's output receives when it ends without an error
+_END = END_OF_STREAM
+_ARRIVALS = itertools.count()
+
+
+class JobOutput(Protocol):
+    """Where the scheduler thread puts a job's ``TokenStep``s, then ``END_OF_STREAM`` or an exception."""
+
+    def put(self, item: object) -> None: ...
 
 
 class QueueFullError(CapExceededError):
@@ -43,8 +55,16 @@ class _Job:
     should_abort: ShouldAbort
     rng: np.random.Generator
     constraint: object = None
-    output: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    output: JobOutput = field(default_factory=queue.SimpleQueue)
     cancelled: bool = False
+    arrival: int = field(default_factory=lambda: next(_ARRIVALS))  # prefill goes oldest first
+
+    def end(self, item: object) -> None:
+        """Hands over the job's last item and frees its grammar (on the scheduler thread, which owns it)."""
+        if self.constraint is not None:
+            self.constraint.close()
+            self.constraint = None
+        self.output.put(item)
 
 
 @dataclass
@@ -73,6 +93,8 @@ class _Scheduler:
         self.calls: collections.deque[tuple[Callable, Future]] = collections.deque()
         self.wakeup = threading.Condition()
         self.stopped = False
+        self.on_step: Callable[[], None] | None = None  # called on this thread after every step (batched sends)
+        self.scratch = np.empty(backend.n_vocab, dtype=np.float32)  # one row of exp() per sampled row, reused
         self.thread = threading.Thread(target=self._loop, name="edge-runtime-batcher", daemon=True)
         self.thread.start()
 
@@ -129,7 +151,13 @@ class _Scheduler:
                 self._step()
             except Exception as exc:  # noqa: BLE001 - a request must get an error, never hang
                 self._reset_after(exc)
+            self._flush()
         self._fail_everything(BackendError("the model has been closed"))
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.on_step is not None:
+            self.on_step()
 
     def _reset_after(self, exc: Exception) -> None:
         """Fails the requests in flight with a ``BackendError`` and forgets their KV cache; keeps serving."""
@@ -157,7 +185,11 @@ class _Scheduler:
             if job is not None and (job.cancelled or job.should_abort()):
                 self._finish(slot)
         with self.wakeup:
-            self.waiting = collections.deque(job for job in self.waiting if not job.cancelled)
+            dropped = [job for job in self.waiting if job.cancelled]
+            if dropped:
+                self.waiting = collections.deque(job for job in self.waiting if not job.cancelled)
+        for job in dropped:
+            job.end(_END)
 
     def _admit(self) -> None:
         while True:
@@ -174,7 +206,7 @@ class _Scheduler:
             except Exception as exc:  # noqa: BLE001 - the job is in no slot yet: fail it here, never hang it
                 self.backend.context.forget_from(slot.sequence, 0)
                 slot.cached.clear()
-                job.output.put(exc if isinstance(exc, BackendError) else BackendError(f"admission failed: {exc!r}"))
+                job.end(exc if isinstance(exc, BackendError) else BackendError(f"admission failed: {exc!r}"))
 
     def _start(self, slot: _Slot, job: _Job) -> None:
         context = self.backend.context
@@ -193,42 +225,18 @@ class _Scheduler:
     def _finish(self, slot: _Slot, error: Exception | None = None) -> None:
         job, slot.job, slot.pending, slot.next_token = slot.job, None, [], None
         if job is not None:
-            job.output.put(error if error is not None else _END)
+            job.end(error if error is not None else _END)
 
     def _fail_everything(self, error: Exception) -> None:
         for slot in self.slots:
             self._finish(slot, error)
         with self.wakeup:
             while self.waiting:
-                self.waiting.popleft().output.put(error)
+                self.waiting.popleft().end(error)
             while self.calls:
                 self.calls.popleft()[1].set_exception(error)
 
     # -- one decode step ---------------------------------------------------------------------------------------
-    def _plan_batch(self) -> tuple[list[tuple[int, int, int, bool]], list[tuple[_Slot, int]],
-                                   list[tuple[_Slot, int, bool]]]:
-        """Entries (token, position, sequence, wants_logits); the slots that get logits with the batch index
-        of their logits row; and per slot how many prompt tokens the batch consumes and whether it carries the slot's next token."""
-        entries, sampled, consumed = [], [], []
-        for slot in self.slots:
-            if slot.decoding:
-                sampled.append((slot, len(entries)))
-                entries.append((slot.next_token, len(slot.cached), slot.sequence, True))
-                consumed.append((slot, 0, True))
-        budget = self.backend.batch.capacity - len(entries)
-        for slot in self.slots:
-            if slot.job is None or not slot.pending or budget <= 0:
-                continue
-            chunk, start = slot.pending[:budget], len(slot.cached)
-            completes = len(chunk) == len(slot.pending)
-            entries.extend((token, start + index, slot.sequence, completes and index == len(chunk) - 1)
-                           for index, token in enumerate(chunk))
-            budget -= len(chunk)
-            consumed.append((slot, len(chunk), False))
-            if completes:
-                sampled.append((slot, len(entries) - 1))
-        return entries, sampled, consumed
-
     @staticmethod
     def _commit(consumed: list[tuple[_Slot, int, bool]]) -> None:
         """Records which tokens now sit in each sequence's KV cache."""
@@ -241,7 +249,7 @@ class _Scheduler:
                 del slot.pending[:prompt_tokens]
 
     def _step(self) -> None:
-        entries, sampled, consumed = self._plan_batch()
+        entries, sampled, consumed = plan_batch(self.slots, self.backend.batch.capacity)
         if not entries:
             return
         self.backend.batch.fill_entries(entries)
@@ -259,7 +267,7 @@ class _Scheduler:
 
     def _sample(self, slot: _Slot, logits: np.ndarray) -> None:
         job = slot.job
-        token, logprob, top = sampler.step(logits, job.sampling, job.rng, job.constraint)
+        token, logprob, top = sampler.step(logits, job.sampling, job.rng, job.constraint, self.scratch)
         end = self.backend.model.is_end_of_generation(token)
         job.output.put(TokenStep(token, b"" if end else self.backend.token_piece(token), logprob, top, end))
         slot.produced += 1
@@ -268,6 +276,39 @@ class _Scheduler:
             self._finish(slot)
         else:
             slot.next_token = token
+
+
+Plan = tuple[list[tuple[int, int, int, bool]], list[tuple[_Slot, int]], list[tuple[_Slot, int, bool]]]
+
+
+def plan_batch(slots: Sequence[_Slot], capacity: int) -> Plan:
+    """One step's batch: entries ``(token, position, sequence, wants_logits)``; the slots that get logits with
+    the batch index of their row; per slot how many prompt tokens it consumes and whether it carries its next
+    token.
+
+    Fairness: every decoding slot gets its token in every step (a prefill never stalls a running request), and
+    the rest of the batch goes to prefilling slots oldest request first, so a request admitted now joins the
+    next step unless older prompts fill the whole batch, and a newer arrival never delays an older one."""
+    entries, sampled, consumed = [], [], []
+    for slot in slots:
+        if slot.decoding:
+            sampled.append((slot, len(entries)))
+            entries.append((slot.next_token, len(slot.cached), slot.sequence, True))
+            consumed.append((slot, 0, True))
+    budget = capacity - len(entries)
+    prefilling = sorted((slot for slot in slots if slot.job is not None and slot.pending), key=lambda s: s.job.arrival)
+    for slot in prefilling:
+        if budget <= 0:
+            break
+        chunk, start = slot.pending[:budget], len(slot.cached)
+        completes = len(chunk) == len(slot.pending)
+        entries.extend((token, start + index, slot.sequence, completes and index == len(chunk) - 1)
+                       for index, token in enumerate(chunk))
+        budget -= len(chunk)
+        consumed.append((slot, len(chunk), False))
+        if completes:
+            sampled.append((slot, len(entries) - 1))
+    return entries, sampled, consumed
 
 
 class BatchedLlamaCppBackend:
@@ -324,16 +365,29 @@ class BatchedLlamaCppBackend:
 
     def generate_tokens(self, prompt_ids: Sequence[int], sampling: SamplingParams,
                         should_abort: ShouldAbort) -> Iterator[TokenStep]:
+        return self._drain(self.submit(prompt_ids, sampling, should_abort, queue.SimpleQueue()))
+
+    def submit(self, prompt_ids: Sequence[int], sampling: SamplingParams, should_abort: ShouldAbort,
+               output: JobOutput) -> _Job:
+        """Queues a generation whose items go to ``output`` (on the scheduler thread); setting the returned
+        job's ``cancelled`` and calling ``poke`` stops it. Raises ``QueueFullError`` when the line is full."""
         if not prompt_ids:
             raise InvalidRequestError("cannot prefill an empty prompt")
         rng = np.random.default_rng(sampling.seed if sampling.seed is not None else self._seed.spawn(1)[0])
-        job = _Job(list(prompt_ids), sampling, should_abort, rng, self.scorer.grammar_constraint(sampling))
+        job = _Job(list(prompt_ids), sampling, should_abort, rng, self.scorer.grammar_constraint(sampling), output)
         try:
             self.scheduler.submit(job)
         except BackendError:
             job.constraint and job.constraint.close()
             raise
-        return self._drain(job)
+        return job
+
+    def on_step(self, listener: Callable[[], None] | None) -> None:
+        """Calls ``listener`` on the scheduler thread after every step, once that step's items are out."""
+        self.scheduler.on_step = listener
+
+    def poke(self) -> None:
+        self.scheduler.poke()
 
     def _drain(self, job: _Job) -> Iterator[TokenStep]:
         try:
@@ -345,10 +399,8 @@ class BatchedLlamaCppBackend:
                     raise item
                 yield item
         finally:
-            job.cancelled = True
+            job.cancelled = True  # the scheduler retires the job (and frees its grammar) at its next step
             self.scheduler.poke()
-            if job.constraint is not None:
-                self.scheduler.call(job.constraint.close)
 
     def forget_prefixes(self) -> None:
         def forget() -> None:

@@ -1,8 +1,9 @@
 """The parent's side of the engine worker: a ``Backend`` whose model runs in a child process.
 
 Calls and generations are multiplexed over one pipe (request ids); a reader thread hands each answer to the
-request waiting for it. When the child dies, every waiting request raises ``EngineCrashedError`` naming how it
-died ("killed by SIGSEGV") and the caller's process carries on. Deadlines stay with the caller: a generation
+request waiting for it (a batching engine sends one step's answers for all its requests in one message).
+When the child dies, every waiting request raises ``EngineCrashedError`` naming how it died ("killed by
+SIGSEGV") and the caller's process carries on. Deadlines stay with the caller: a generation
 polls ``should_abort`` while it waits and tells the child to stop.
 """
 
@@ -42,6 +43,7 @@ class ProcessBackend:
         self.pid = process.pid
         self.on_death = on_death
         self.steps_served = 0
+        self.batches_received = 0  # messages that carried one engine step's answers for several requests
         self.death: str | None = None
         self.closing = False
         self._ids = itertools.count(1)
@@ -90,11 +92,17 @@ class ProcessBackend:
                 break
             if message[0] == "closed":
                 break
-            with self._lock:
-                waiting = self._waiting.get(message[1])
-            if waiting is not None:
-                waiting.put(message)
+            # a batching engine sends one step's answers for every request as one ("batch", [...])
+            if message[0] == "batch":
+                self.batches_received += 1
+            for answer in message[1] if message[0] == "batch" else (message,):
+                self._hand_out(answer)
         self._mark_dead()
+
+    def _hand_out(self, answer: tuple) -> None:
+        waiting = self._waiting.get(answer[1])  # a dict read is atomic; _open/_done change it under the lock
+        if waiting is not None:
+            waiting.put(answer)
 
     def _mark_dead(self) -> None:
         try:
@@ -184,7 +192,7 @@ class ProcessBackend:
                 if answer[0] == "end":
                     finished = True
                     return
-                step = answer[2]
+                step = TokenStep(*answer[2])
                 if answer[3]:
                     self._pieces.update(answer[3])
                 if not step.is_end_of_generation:

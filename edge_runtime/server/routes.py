@@ -17,11 +17,13 @@ from edge_runtime.server.guards import install_guards
 from edge_runtime.server.metrics import CONTENT_TYPE
 from edge_runtime.server.schemas import ChatCompletionRequest, CompletionRequest
 from edge_runtime.server.streams import ChatStream, CompletionStream
+from edge_runtime.server.threads import local_leg_threads
 
 
 def create_app(server: EdgeServer) -> FastAPI:
     app = FastAPI(title="edge-runtime", version="0.1.0",
-                  description="OpenAI-compatible local inference with cloud escalation")
+                  description="OpenAI-compatible local inference with cloud escalation",
+                  lifespan=local_leg_threads(server.config.max_in_flight + 4))  # + room for metrics calls
     install_error_handlers(app)
     install_guards(app, server)
     _add_service_routes(app, server)
