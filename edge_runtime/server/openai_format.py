@@ -51,7 +51,7 @@ def edge_info(result) -> dict:
             "confidence": result.confidence, "ledger_id": result.ledger_id,
             "degraded_reason": result.degraded_reason, "finish_reason": result.finish_reason,
             "latency_s": round(result.latency_s, 6),
-            "policy_wanted_cloud": bool(getattr(result, "policy_wanted_cloud", False))}
+            "policy_wanted_cloud": result.policy_wanted_cloud}
 
 
 def edge_headers(result_or_route, confidence: float | None = None) -> dict[str, str]:
