@@ -44,6 +44,12 @@ class Calibrator:
     extra: dict = field(default_factory=dict)
 
     def predict(self, signals: dict[str, float]) -> float:
+        """P(correct) from ``signals``; a caller without some signal the features need (a runtime that records
+        no hidden state, a server that does not know the task's question words) gets ``extra["fallback"]``'s
+        prediction, a calibrator of the same task on token probabilities alone, when the file carries one."""
+        fallback = self.extra.get("fallback")
+        if fallback and not all(name in signals for feature in self.features for name in feature.split("*")):
+            return Calibrator.from_dict(fallback).predict(signals)
         values = [signal_value(signals, name) for name in self.features]
         if self.kind == "isotonic":
             return _step(self.knots, values[0])
@@ -60,15 +66,20 @@ class Calibrator:
         return path
 
     @classmethod
+    def from_dict(cls, record: dict) -> "Calibrator":
+        record = {key: value for key, value in record.items() if key != "schema_version"}
+        record["knots"] = [tuple(knot) for knot in record.get("knots", [])]
+        return cls(**record)
+
+    @classmethod
     def load(cls, path: str | Path) -> "Calibrator":
         try:
             record = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{path}: cannot read calibration file: {exc}") from exc
-        if record.pop("schema_version", None) != SCHEMA_VERSION:
+        if record.get("schema_version") != SCHEMA_VERSION:
             raise ConfigError(f"{path}: calibration schema version is not {SCHEMA_VERSION}")
-        record["knots"] = [tuple(knot) for knot in record.get("knots", [])]
-        return cls(**record)
+        return cls.from_dict(record)
 
 
 def _step(knots: Sequence[tuple[float, float]], value: float) -> float:

@@ -1,8 +1,11 @@
 """Deciding before the local answer is done: a running escalation decision every few tokens.
 
 An escalated request used to pay the whole local generation and then the cloud. Here a generated answer is
-judged at checkpoints while it is produced: after the prefill (checkpoint 1: the first token is chosen from the
-prompt's last row of logits, so its probability is known before any decoding), then every ``every`` tokens.
+judged at checkpoints while it is produced: from the query text alone (checkpoint -1, ``TEXT_CHECKPOINT``: a
+router on its hashed trigrams, before the model runs), from the prompt (checkpoint 0, ``PROMPT_CHECKPOINT``: a
+probe on the prompt's last hidden state, known after the prefill, before any token), after the first token (checkpoint
+1: chosen from the prompt's last row of logits, so its probability is known before any decoding), then every
+``every`` tokens.
 At checkpoint n a calibrator fitted on the first n tokens of the calibration answers gives P(correct | what
 has been seen); below the checkpoint's threshold the request is escalated there and local decoding stops. An
 answer that reaches its end is judged by the task's final calibrator, as before.
@@ -22,12 +25,15 @@ from dataclasses import dataclass, field
 from fallback.calibration import Calibrator
 
 DEFAULT_EVERY = 4
+PROMPT_CHECKPOINT = 0  # the decision from the prompt alone, after the prefill, before the first token
+TEXT_CHECKPOINT = -1  # the decision from the query text alone, before the model runs
 
 
 def checkpoint_tokens(n_tokens: int, every: int = DEFAULT_EVERY) -> list[int]:
-    """The token counts a running decision is taken at before an answer of ``n_tokens`` tokens ends: 1 (after
-    the prefill), 1 + every, 1 + 2 * every, ... (the end itself is the final decision's)."""
-    return list(range(1, n_tokens, every))
+    """The token counts a running decision is taken at before an answer of ``n_tokens`` tokens ends: -1 (the
+    query text alone), 0 (the prompt alone), 1 (after the prefill), 1 + every, 1 + 2 * every, ... (the end
+    itself is the final decision's)."""
+    return [TEXT_CHECKPOINT, PROMPT_CHECKPOINT, *range(1, n_tokens, every)]
 
 
 @dataclass
@@ -47,12 +53,8 @@ class RunningCalibration:
 
     @classmethod
     def from_dict(cls, record: dict) -> "RunningCalibration":
-        by_tokens = {}
-        for tokens, calibrator in record.get("checkpoints", {}).items():
-            calibrator = dict(calibrator)
-            calibrator.pop("schema_version", None)
-            calibrator["knots"] = [tuple(knot) for knot in calibrator.get("knots", [])]
-            by_tokens[int(tokens)] = Calibrator(**calibrator)
+        by_tokens = {int(tokens): Calibrator.from_dict(calibrator)
+                      for tokens, calibrator in record.get("checkpoints", {}).items()}
         return cls(int(record.get("every", DEFAULT_EVERY)), by_tokens)
 
     @classmethod
@@ -71,15 +73,16 @@ class RunningDecision:
 
 
 def decide_running(running: RunningCalibration, n_tokens: int,
-                   signals_after: Callable[[int], dict[str, float]]) -> RunningDecision | None:
+                   signals_after: Callable[[int, Calibrator], dict[str, float]]) -> RunningDecision | None:
     """The first checkpoint at which the answer is escalated, or None when it reaches its end undecided.
 
-    ``signals_after(n)`` gives the answer's signals after its first n tokens (what a runtime has then)."""
+    ``signals_after(n, calibrator)`` gives the answer's signals after its first n tokens (what a runtime has
+    then), with the probe logits ``calibrator`` needs (``fallback.probe.probes_of``)."""
     for tokens in checkpoint_tokens(n_tokens, running.every):
         calibrator = running.at(tokens)
         if calibrator is None:
             continue
-        confidence = calibrator.predict(signals_after(tokens))
+        confidence = calibrator.predict(signals_after(tokens, calibrator))
         if confidence < calibrator.threshold:
             return RunningDecision(tokens, confidence)
     return None

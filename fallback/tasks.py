@@ -136,13 +136,33 @@ class LocalAnswer:
     token_times_s: list[float] = field(default_factory=list)
     invalid: str = ""
     keys: list[str] = field(default_factory=list)
+    hidden_prompt: str = ""  # the prompt's last hidden state (``fallback.probe.encode``), when recorded
+    hidden_tokens: list[str] = field(default_factory=list)  # the first generated tokens' hidden states
 
-    def signals_after(self, tokens: int | None = None) -> dict[str, float]:
-        """The answer's signals as they stood after its first ``tokens`` tokens (all of them by default)."""
+    def hidden(self, source: str, tokens: int | None = None):
+        """The hidden state a probe of ``source`` reads, or None when it was not recorded: "prompt", the
+        prompt's last; "tokens", the mean of it and the generated tokens' fed back by the time ``tokens`` were
+        chosen (token i is fed, and its state read, to choose token i + 1)."""
+        from fallback.probe import decode
+
+        if not self.hidden_prompt:
+            return None
+        fed = len(self.hidden_tokens) if tokens is None else max(tokens - 1, 0)
+        vectors = [decode(self.hidden_prompt)] + ([decode(t) for t in self.hidden_tokens[:fed]]
+                                                  if source == "tokens" else [])
+        return sum(vectors) / len(vectors)
+
+    def signals_after(self, tokens: int | None = None, probes=()) -> dict[str, float]:
+        """The answer's signals as they stood after its first ``tokens`` tokens (all of them by default), with
+        the logits of ``probes`` (``fallback.probe.Probe``) on the hidden states known by then."""
+        from fallback.probe import probe_signals
+
         if not self.logprobs:
-            return dict(self.signals)
-        count = len(self.logprobs) if tokens is None else tokens
-        return answer_signals(self.logprobs[:count], self.margins[:count], self.fields[:count], self.keys)
+            signals = dict(self.signals)
+        else:
+            count = len(self.logprobs) if tokens is None else tokens
+            signals = answer_signals(self.logprobs[:count], self.margins[:count], self.fields[:count], self.keys)
+        return signals | probe_signals(probes, lambda source: self.hidden(source, tokens))
 
 
 def answer_invalidity(item: TaskItem, text: str) -> str:

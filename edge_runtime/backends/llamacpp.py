@@ -95,6 +95,7 @@ class LlamaCppBackend:
         self.prefix_stats = PrefixCacheStats(kv_bytes_per_token=kv_bytes_per_token(model), store=self.store)
         self._pieces: dict[int, bytes] = {}
         self._rng = np.random.default_rng(settings.seed)
+        self.hidden = None  # opt-in (``record_hidden``): a HiddenRecorder of the next requests' hidden states
         self.capabilities = Capabilities(grammar=True, prefix_store=self.prefix_reuse and self.store is not None,
                                          speculation=self.speculative)
 
@@ -154,16 +155,38 @@ class LlamaCppBackend:
         self.prefix_stats.count(len(self.cached_tokens), len(prompt_ids))
         self.prefix_stats.held_tokens = len(prompt_ids)
         self.context.set_abort(should_abort)
+        end = len(prompt_ids) - (self.hidden is not None)  # a recorded last token is decoded on its own
         try:
-            for start in range(len(self.cached_tokens), len(prompt_ids), self.chunk_tokens):
+            for start in range(len(self.cached_tokens), end, self.chunk_tokens):
                 if should_abort():
                     return False
-                self._decode(list(prompt_ids[start:start + self.chunk_tokens]))
+                self._decode(list(prompt_ids[start:min(start + self.chunk_tokens, end)]))
         except DecodeAborted:
             return False
         finally:
             self.context.set_abort(None)
+        if self.hidden is not None:
+            self.hidden.reset()
+            self.hidden.prompt = self._decode_recorded(prompt_ids[-1])
         return True
+
+    def record_hidden(self, tokens: int | None) -> None:
+        """From now on, record each request's hidden states (``edge_runtime.backends.hidden_state``): the
+        prompt's last and the first ``tokens`` generated tokens'; None stops recording."""
+        from edge_runtime.backends.hidden_state import HiddenRecorder
+
+        self.hidden = None if tokens is None else HiddenRecorder(tokens)
+
+    def _decode_recorded(self, token: int) -> np.ndarray:
+        """Decodes one token with llama.cpp's embeddings output on; its hidden state."""
+        from edge_runtime.backends.hidden_state import embedding_size, last_hidden, set_embeddings
+
+        set_embeddings(self.context, True)
+        try:
+            self._decode([token])
+        finally:
+            set_embeddings(self.context, False)
+        return last_hidden(self.context, embedding_size(self.model))
 
     def _reuse_for(self, prompt_ids: Sequence[int]) -> int:
         """How many leading tokens of ``prompt_ids`` the sequence holds after reusing what it can: the live
@@ -196,7 +219,7 @@ class LlamaCppBackend:
                         should_abort: ShouldAbort) -> Iterator[TokenStep]:
         if not self.prefill(prompt_ids, should_abort):
             return
-        if self.speculative and sampling.temperature == 0.0 and not sampling.grammar:
+        if self.speculative and sampling.temperature == 0.0 and not sampling.grammar and self.hidden is None:
             yield from self._speculative_tokens(prompt_ids, sampling, should_abort)
             return
         rng = self._rng_for(sampling)
@@ -209,7 +232,10 @@ class LlamaCppBackend:
                 yield TokenStep(token, b"" if end else self.token_piece(token), logprob, top, end)
                 if end or produced == budget - 1 or should_abort():
                     return
-                self._decode([token])
+                if self.hidden is not None and self.hidden.wants(produced):
+                    self.hidden.generated.append(self._decode_recorded(token))
+                else:
+                    self._decode([token])
         finally:
             if constraint is not None:
                 constraint.close()

@@ -13,21 +13,34 @@ import json
 import time
 
 from fallback.confidence import contextual_calibrate, label_signals, token_margins
+from fallback.probe import encode
 from fallback.structured import token_fields
 from fallback.tasks import MAX_ANSWER_TOKENS, LocalAnswer, TaskItem, answer_invalidity, content_free_prompt
 
 MAX_STRUCTURED_TOKENS = 64
 TOP_ALTERNATIVES = 2  # enough for each token's margin over the runner-up
-ANSWERER_VERSION = 2  # bump when answers or signals change, so cached answers are recomputed
+HIDDEN_TOKENS = 4  # generated tokens whose hidden states are kept (with the prompt's)
+ANSWERER_VERSION = 3  # bump when answers or signals change, so cached answers are recomputed
 
 
 class LocalAnswerer:
     """Answers items on a runtime, caching content-free label probabilities per prompt template."""
 
-    def __init__(self, runtime) -> None:
+    def __init__(self, runtime, hidden_tokens: int | None = HIDDEN_TOKENS) -> None:
         self.runtime = runtime
         self._content_free: dict[tuple[str, tuple[str, ...]], list[float]] = {}
         self._grammars: dict[str, str] = {}
+        record = getattr(runtime.backend, "record_hidden", None)  # backends without it: no probe signals
+        self.recording = record is not None and hidden_tokens is not None
+        if self.recording:
+            record(hidden_tokens)
+
+    def _hidden(self) -> dict:
+        """The hidden states the backend recorded for the last request, encoded for ``LocalAnswer``."""
+        recorder = self.runtime.backend.hidden if self.recording else None
+        if recorder is None or recorder.prompt is None:
+            return {}
+        return {"hidden_prompt": encode(recorder.prompt), "hidden_tokens": [encode(v) for v in recorder.generated]}
 
     def answer(self, item: TaskItem) -> LocalAnswer:
         return self._label(item) if item.is_label_task else self._generate(item)
@@ -41,13 +54,14 @@ class LocalAnswerer:
     def _label(self, item: TaskItem) -> LocalAnswer:
         started = time.perf_counter()
         scores = self.runtime.score_choices(item.prompt, item.choices)
+        hidden = self._hidden()  # before the content-free prompt's scoring records its own
         calibrated = contextual_calibrate(scores.probabilities, self._bias(item))
         raw = label_signals(scores.probabilities)
         signals = {**label_signals(calibrated), **{f"raw_{name}": value for name, value in raw.items()}}
         best = max(range(len(calibrated)), key=calibrated.__getitem__)
         signals.update({f"label_{index}": float(index == best) for index in range(len(item.choices))})
         return LocalAnswer(item.choices[best], signals, self.runtime.count_tokens(item.prompt),
-                           scores.token_counts[best], time.perf_counter() - started, calibrated)
+                           scores.token_counts[best], time.perf_counter() - started, calibrated, **hidden)
 
     def _grammar(self, item: TaskItem) -> str | None:
         if not item.is_structured:
@@ -76,6 +90,6 @@ class LocalAnswerer:
             logprobs=[token.logprob for token in tokens], fields=fields, token_times_s=times[:len(tokens)],
             margins=token_margins([t.logprob for t in tokens], [[(a.token_id, a.logprob) for a in t.top]
                                                                 for t in tokens], [t.token_id for t in tokens]),
-            invalid=answer_invalidity(item, result.text), keys=item.keys)
+            invalid=answer_invalidity(item, result.text), keys=item.keys, **self._hidden())
         answer.signals = answer.signals_after()
         return answer

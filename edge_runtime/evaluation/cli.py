@@ -1,4 +1,5 @@
-"""``edge-runtime eval``: the cascade evaluation's command (``harness.run_eval``) and its table.
+"""``edge-runtime eval`` (the cascade evaluation, ``harness.run_eval``, and its table) and ``edge-runtime calibrate``
+(the calibration file the server loads, ``calibrate.run_calibrate``).
 
 ``edge_runtime.cli`` finds ``add_parsers`` by name; the handler imports the harness only when it runs, so
 ``edge-runtime --help`` stays instant. A ``FallbackError`` (bad option, bad data file) becomes one line on stderr
@@ -16,6 +17,38 @@ from fallback.cli import guarded
 
 def add_parsers(subparsers) -> None:
     _add_eval(subparsers)
+    _add_calibrate(subparsers)
+
+
+def _add_calibrate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate", help="write the calibration file `serve --calibration` loads, from labelled JSONL items",
+        description="Answers every item of one task on the local model (hidden states recorded), fits the task's "
+                    "calibrator as `eval` does (per-task feature choice, hidden-state probes kept where they help "
+                    "on cross-validation, threshold, running decision with a prompt-only checkpoint) on all of "
+                    "them, and writes it as one JSON file.")
+    parser.add_argument("data", nargs="+", type=Path, help="JSONL task files (items of one task, or name --task)")
+    parser.add_argument("--out", type=Path, required=True, help="calibration file to write")
+    parser.add_argument("--task", default=None, help="the task to calibrate when the files hold several")
+    parser.add_argument("--model", default=None, help="local GGUF model (default: bundled)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the local model (default 1)")
+    parser.add_argument("--cache", type=Path, default=None, help="local-answer cache (default OUT.answers.jsonl)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--target-accuracy", type=float, default=None,
+                        help="threshold: lowest whose kept-local answers reach this accuracy (default 0.9)")
+    target.add_argument("--target-cloud-share", type=float, default=None,
+                        help="threshold: escalate this share of the items")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
+    parser.set_defaults(handler=guarded(calibrate_command))
+
+
+def calibrate_command(args: argparse.Namespace) -> int:
+    from edge_runtime.evaluation.calibrate import CalibrateOptions, run_calibrate
+
+    _check_eval_args(args)
+    run_calibrate(CalibrateOptions(args.data, args.out, args.task, args.model, args.threads, args.cache,
+                                   args.target_accuracy, args.target_cloud_share, args.seed))
+    return 0
 
 
 def _add_eval(subparsers) -> None:
@@ -59,11 +92,11 @@ def _check_eval_args(args: argparse.Namespace) -> None:
         if value is not None and not 0.0 <= value <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1]; got {value:g}")
     for name in ("limit", "threads", "concurrency"):
-        value = getattr(args, name)
+        value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ConfigError(f"--{name} must be at least 1; got {value}")
     for name in ("cloud_price_in", "cloud_price_out", "cloud_latency"):
-        if getattr(args, name) < 0:
+        if getattr(args, name, 0) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
 
 

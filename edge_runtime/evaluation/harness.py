@@ -30,9 +30,9 @@ from edge_runtime.evaluation.local_cache import LocalAnswerCache, answer_all, mo
 from edge_runtime.evaluation.report import json_safe, mean_numbers, targets, task_numbers
 from edge_runtime.evaluation.routing import item_records, outcomes_of, record_ledger, route, run_cloud
 from edge_runtime.evaluation.sets import EvalSets, build_sets, check_sizes
-from fallback.calibration import Calibrator, threshold_for_accuracy, threshold_for_share
+from fallback.calibration import Calibrator, select_calibrator, threshold_for_accuracy, threshold_for_share
 from fallback.errors import ConfigError
-from fallback.tasks import LocalAnswer, is_correct, write_jsonl
+from fallback.tasks import LocalAnswer, TaskItem, is_correct, write_jsonl
 
 REPORT_SCHEMA = 1
 
@@ -108,14 +108,13 @@ def shared_prefixes(items) -> list[str]:
     return [text for text in cut if len(text) >= MIN_SHARED_PREFIX_CHARS]
 
 
-def local_answers(sets: EvalSets, options: EvalOptions) -> tuple[dict[str, LocalAnswer], str]:
+def local_answers(items: list[TaskItem], options: EvalOptions) -> tuple[dict[str, LocalAnswer], str]:
     """Every item's local answer by id (cached ones reused; the model loads only if one is missing)."""
     from edge_runtime.models import resolve_model
 
     key = model_key(resolve_model(options.model).path)
     cache = LocalAnswerCache(options.cache_path or options.out_dir / "local_answers.jsonl",
                              f"{key}|answerer-v{ANSWERER_VERSION}")
-    items = sets.all_items()
     if all(cache.get(item) is not None for item in items):
         return answer_all(items, cache.get, cache), key
     from edge_runtime.caps import LoadSettings
@@ -143,21 +142,43 @@ def _report_prefix_use(runtime, kept: list[int]) -> None:
 def fit_calibrators(sets: EvalSets, answers: dict[str, LocalAnswer], model: str,
                     options: EvalOptions) -> dict[str, Calibrator]:
     """One calibrator per task, fitted and thresholded on that task's calibration items only."""
-    from edge_runtime.evaluation.task_calibration import calibrate_running, calibrate_task, item_signals
-
     calibrators = {}
     for task, items in sets.calibration.items():
-        rows = [item_signals(item, answers[item.id]) for item in items]
-        correct = [is_correct(item, answers[item.id].answer) for item in items]
-        calibrator = calibrate_task(task, rows, correct, model, seed=options.seed)
-        calibrator.threshold = _threshold(calibrator, rows, correct, options)
-        running = calibrate_running(task, [answers[item.id] for item in items], correct, calibrator,
-                                    seed=options.seed)
-        if running is not None:
-            calibrator.extra["running"] = running.to_dict()
-        calibrator.save(options.out_dir / "calibration" / f"{task}.json")
-        calibrators[task] = calibrator
+        calibrators[task] = task_calibrator(task, items, answers, model, options)
+        calibrators[task].save(options.out_dir / "calibration" / f"{task}.json")
     return calibrators
+
+
+def task_calibrator(task: str, items: list[TaskItem], answers: dict[str, LocalAnswer], model: str,
+                    options: EvalOptions) -> Calibrator:
+    """One task's calibrator (probes and running decision included), thresholded on its own items."""
+    from edge_runtime.evaluation.task_calibration import calibrate_running, calibrate_task
+
+    local = [answers[item.id] for item in items]
+    correct = [is_correct(item, answer.answer) for item, answer in zip(items, local)]
+    calibrator, rows = calibrate_task(task, items, local, correct, model, seed=options.seed)
+    calibrator.threshold = _threshold(calibrator, rows, correct, options)
+    running = calibrate_running(task, items, local, correct, calibrator, rows, seed=options.seed)
+    if running is not None:
+        calibrator.extra["running"] = running.to_dict()
+    if calibrator.extra.get("probes") or any(f.startswith("qword_") for f in calibrator.features):
+        calibrator.extra["fallback"] = probabilities_only(task, local, correct, model, options).to_dict()
+    return calibrator
+
+
+def probabilities_only(task: str, local: list[LocalAnswer], correct: list[bool], model: str,
+                       options: EvalOptions) -> Calibrator:
+    """The task's calibrator on the answer's token signals alone (what a server without hidden states or the
+    task's question words has), thresholded the same way: the calibration file's ``extra["fallback"]``."""
+    from edge_runtime.evaluation.task_calibration import candidates_for
+
+    rows = [answer.signals_after() for answer in local]
+    candidates = [c for c in candidates_for(rows[0], ("probs",))
+                  if all(name in rows[0] for feature in c.features for name in feature.split("*"))]
+    calibrator = select_calibrator(candidates, rows, correct, seed=options.seed)
+    calibrator.task, calibrator.model = task, model
+    calibrator.threshold = _threshold(calibrator, rows, correct, options)
+    return calibrator
 
 
 def _threshold(calibrator: Calibrator, rows: list[dict], correct: list[bool], options: EvalOptions) -> float:
@@ -175,7 +196,7 @@ def run_eval(options: EvalOptions) -> dict:
     options.out_dir.mkdir(parents=True, exist_ok=True)
     sets = build_sets(options.test_paths, options.calibrate_paths, options.limit, options.seed)
     check_sizes(sets)
-    answers, model = local_answers(sets, options)
+    answers, model = local_answers(sets.all_items(), options)
     calibrators = fit_calibrators(sets, answers, model, options)
     routed = route(sets.test, answers, calibrators, options.threshold_override)
     calls, received, cloud_wall_s = run_cloud(routed, options.price_in, options.price_out, options.latency_s,

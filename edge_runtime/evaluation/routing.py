@@ -63,21 +63,28 @@ def route(test: dict[str, list[TaskItem]], answers: dict[str, LocalAnswer], cali
 def route_item(item: TaskItem, answer: LocalAnswer, calibrator: Calibrator, running: RunningCalibration | None,
                config) -> Routed:
     """One item's decision: early (running), invalid, or on the whole answer's calibrated confidence."""
-    from edge_runtime.evaluation.task_calibration import item_signals
+    from edge_runtime.evaluation.task_calibration import calibrator_signals
     from fallback.policy import LocalOutcome, decide
     from fallback.validity import Validity
 
-    confidence = 0.0 if answer.invalid else calibrator.predict(item_signals(item, answer))
-    early = decide_running(running, len(answer.logprobs), answer.signals_after) if running else None
+    confidence = 0.0 if answer.invalid else calibrator.predict(calibrator_signals(item, answer, calibrator))
+    early = decide_running(running, len(answer.logprobs),
+                           lambda tokens, at: calibrator_signals(item, answer, at, tokens)) if running else None
     if early is not None:
         decision = decide(LocalOutcome(confidence=early.confidence, stopped_early=True), config)
         return Routed(item, answer, confidence, decision.escalate, decision.reason.value,
-                      answer.token_times_s[early.tokens - 1], early.tokens, early.confidence)
+                      decision_time(answer, early.tokens), early.tokens, early.confidence)
     if answer.invalid:
         decision = decide(LocalOutcome(confidence=0.0, validity=Validity(False, answer.invalid)), config)
         return Routed(item, answer, 0.0, decision.escalate, decision.reason.value, answer.latency_s)
     decision = decide(LocalOutcome(confidence=confidence), config)
     return Routed(item, answer, confidence, decision.escalate, decision.reason.value, answer.latency_s)
+
+
+def decision_time(answer: LocalAnswer, tokens: int) -> float:
+    """When a checkpoint is reached: the query text's (-1) at the request's start; the prompt's (0) and the first
+    token's (1) when the prefill ends, with the first token; checkpoint n with token n."""
+    return 0.0 if tokens < 0 else answer.token_times_s[max(tokens - 1, 0)]
 
 
 def run_cloud(routed: list[Routed], price_in: float, price_out: float, latency_s: float,

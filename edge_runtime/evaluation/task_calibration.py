@@ -5,20 +5,27 @@ Label tasks (scored choices) and generation tasks (free text) produce different 
 by the label it predicts, so label candidates include the one-hot predicted label and its products with the
 top probability, and the query's question word (``fallback.tasks.query_signals``). Generated answers get the
 signals of all their tokens and of their value tokens only (per JSON field for structured answers), with
-margins over the runner-up token. The candidate with the best cross-validated AUROC on the calibration items
-wins; the test items are never seen here.
+margins over the runner-up token. Where the answers carry hidden states, linear probes (``fallback.probe``) on
+the prompt's last one and on the first generated tokens' add one signal each; the calibration items get
+out-of-fold probe scores, and candidates use the probe alone or beside the probabilities. The candidate with
+the best cross-validated AUROC on the calibration items wins (so a probe stays only where it helps); the test
+items are never seen here. ``use`` restricts the candidates ("probs", "probe") for the ablation.
 
 ``calibrate_running`` fits the running decision's checkpoints (``fallback.early``) the same way, on the
-calibration answers cut after 1, 1 + every, ... tokens, each with its own early threshold.
+calibration answers cut after 1, 1 + every, ... tokens, each with its own early threshold, and a prompt-only
+checkpoint 0 (the prompt probe and the question word, known after the prefill, before any token).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from fallback.calibration import Calibrator, Candidate, select_calibrator
-from fallback.early import DEFAULT_EVERY, RunningCalibration, early_threshold
-from fallback.tasks import QUESTION_WORDS, LocalAnswer, TaskItem, query_signals
+from fallback.early import DEFAULT_EVERY, PROMPT_CHECKPOINT, TEXT_CHECKPOINT, RunningCalibration, early_threshold
+from fallback.probe import SOURCES, Probe, fit_probe, fit_settings, out_of_fold, probe_signals, probes_of, text_vector
+from fallback.tasks import QUESTION_WORDS, LocalAnswer, TaskItem, query_signals, query_text
 
 LABEL_BASES = ("max_prob", "margin", "neg_entropy")
 GENERATION_BASES = ("mean_logprob", "min_logprob", "p10_logprob", "first_logprob")
@@ -32,10 +39,46 @@ def _label_names(signals: dict[str, float]) -> list[str]:
     return sorted((name for name in signals if name.startswith("label_")), key=lambda name: int(name[6:]))
 
 
-def item_signals(item: TaskItem, answer: LocalAnswer) -> dict[str, float]:
-    """What confidence is computed from: the local answer's signals (recomputed from its tokens when it has
-    them) plus the query's text signals."""
-    return {**answer.signals_after(), **query_signals(item.prompt)}
+def item_signals(item: TaskItem, answer: LocalAnswer, tokens: int | None = None,
+                 probes: Sequence[Probe] = ()) -> dict[str, float]:
+    """What confidence is computed from: the local answer's signals after ``tokens`` tokens (recomputed from
+    its tokens when it has them; all by default), ``probes``' logits, and the query's text signals."""
+    hidden = [probe for probe in probes if probe.source != "text"]
+    text = probe_signals([probe for probe in probes if probe.source == "text"], lambda _: item_text_vector(item))
+    return {**answer.signals_after(tokens, hidden), **text, **query_signals(item.prompt)}
+
+
+def item_text_vector(item: TaskItem):
+    return text_vector(query_text(item.prompt) or item.prompt)
+
+
+def calibrator_signals(item: TaskItem, answer: LocalAnswer, calibrator: Calibrator,
+                       tokens: int | None = None) -> dict[str, float]:
+    """``item_signals`` with the probes ``calibrator`` carries."""
+    return item_signals(item, answer, tokens, probes_of(calibrator))
+
+
+def probe_features(items: Sequence[TaskItem], answers: Sequence[LocalAnswer], correct: Sequence[bool],
+                   tokens: int | None = None, seed: int = 0,
+                   sources: Sequence[str] = SOURCES) -> tuple[list[dict[str, float]], list[Probe]]:
+    """Per answer, the out-of-fold logit of each probe whose hidden state every answer has; and the probes,
+    fitted on all answers. The "tokens" probe only where some answer recorded generated tokens."""
+    extra: list[dict[str, float]] = [{} for _ in answers]
+    probes = []
+    if len(set(map(bool, correct))) < 2:
+        return extra, probes
+    for source in sources:
+        if source == "tokens" and not any(answer.hidden_tokens for answer in answers):
+            continue
+        vectors = [item_text_vector(item) if source == "text" else answer.hidden(source, tokens)
+                   for item, answer in zip(items, answers)]
+        if any(vector is None for vector in vectors):
+            continue
+        x = np.stack(vectors)
+        for row, value in zip(extra, out_of_fold(x, correct, source, seed=seed)):
+            row[f"probe_{source}"] = float(value)
+        probes.append(fit_probe(x, correct, source, *fit_settings(source)))
+    return extra, probes
 
 
 def label_candidates(signals: dict[str, float]) -> list[Candidate]:
@@ -80,40 +123,90 @@ def generation_candidates(signals: dict[str, float]) -> list[Candidate]:
     return candidates
 
 
-def candidates_for(signals: dict[str, float]) -> list[Candidate]:
-    return label_candidates(signals) if "max_prob" in signals else generation_candidates(signals)
+def probe_candidates(signals: dict[str, float]) -> list[Candidate]:
+    probes = tuple(name for name in signals if name.startswith("probe_"))
+    words = tuple(f"qword_{word}" for word in QUESTION_WORDS if f"qword_{word}" in signals)
+    candidates = [Candidate(name, "platt", (name,)) for name in probes]
+    if len(probes) > 1:
+        candidates.append(Candidate("probes", "platt", probes))
+    if words and probes:
+        candidates.append(Candidate("probes+question word", "platt", (*probes, *words), STRONG_L2))
+    return candidates
 
 
-def calibrate_task(task: str, rows: Sequence[dict[str, float]], correct: Sequence[bool], model: str,
-                   folds: int = 5, seed: int = 0) -> Calibrator:
-    """The best candidate for one task's calibration items, labelled with the task and model."""
-    calibrator = select_calibrator(candidates_for(rows[0]), rows, correct, folds=folds, seed=seed)
+def candidates_for(signals: dict[str, float], use: Sequence[str] = ("probs", "probe")) -> list[Candidate]:
+    """Probability candidates, probe candidates, and (both in ``use``) each Platt probability candidate with
+    the probes beside it."""
+    probs = label_candidates(signals) if "max_prob" in signals else generation_candidates(signals)
+    probes = probe_candidates(signals) if "probe" in use else []
+    if "probs" not in use:
+        return probes or probs  # no probe (one class only): the probabilities, which then find nothing
+    signals_of_probes = tuple(name for name in signals if name.startswith("probe_"))
+    if not probes or not signals_of_probes:
+        return probs
+    both = [Candidate(f"{c.name} + probe", "platt", (*c.features, *signals_of_probes), c.l2)
+            for c in probs if c.kind == "platt"]
+    return [*probs, *probes, *both]
+
+
+def fit_calibrator(task: str, items: Sequence[TaskItem], answers: Sequence[LocalAnswer], correct: Sequence[bool],
+                   model: str, tokens: int | None = None, use: Sequence[str] = ("probs", "probe"), folds: int = 5,
+                   seed: int = 0, sources: Sequence[str] = SOURCES) -> tuple[Calibrator, list[dict[str, float]]]:
+    """The best candidate for one task's calibration answers (cut after ``tokens``), labelled with the task and
+    model and carrying the probes it uses; and the rows it was chosen on (out-of-fold probe scores), which
+    thresholds should be picked on."""
+    rows = [item_signals(item, answer, tokens) for item, answer in zip(items, answers)]
+    extra, probes = probe_features(items, answers, correct, tokens, seed, sources) if "probe" in use else ([], [])
+    rows = [row | probe_row for row, probe_row in zip(rows, extra)] if extra else rows
+    calibrator = select_calibrator(candidates_for(rows[0], use), rows, correct, folds=folds, seed=seed)
+    used = {name for feature in calibrator.features for name in feature.split("*")}
+    calibrator.extra["probes"] = [probe.to_dict() for probe in probes if probe.signal in used]
     calibrator.task, calibrator.model = task, model
-    return calibrator
+    return calibrator, rows
 
 
-def calibrate_running(task: str, answers: Sequence[LocalAnswer], correct: Sequence[bool], final: Calibrator,
-                      every: int = DEFAULT_EVERY, folds: int = 5, seed: int = 0) -> RunningCalibration | None:
+def calibrate_task(task: str, items: Sequence[TaskItem], answers: Sequence[LocalAnswer], correct: Sequence[bool],
+                   model: str, folds: int = 5, seed: int = 0) -> tuple[Calibrator, list[dict[str, float]]]:
+    """The final decision's calibrator of one task (the whole answers), and its calibration rows."""
+    return fit_calibrator(task, items, answers, correct, model, folds=folds, seed=seed)
+
+
+def calibrate_running(task: str, items: Sequence[TaskItem], answers: Sequence[LocalAnswer], correct: Sequence[bool],
+                      final: Calibrator, final_rows: Sequence[dict[str, float]], every: int = DEFAULT_EVERY,
+                      folds: int = 5, seed: int = 0) -> RunningCalibration | None:
     """Checkpoint calibrators for a generation task, or None for label tasks (their answer is whole at once).
 
-    At checkpoint n only the answers still running there count (longer than n tokens). Each checkpoint's
-    threshold escalates early only what is no more often right than what ``final`` escalates at its end."""
+    At checkpoint n only the answers still running there count (longer than n tokens); the prompt-only
+    checkpoint counts every answer. Each checkpoint's threshold escalates early only what is no more often right
+    than what ``final`` escalates at its end (judged on ``final_rows``, the rows it was chosen on)."""
     if not any(answer.logprobs for answer in answers):
         return None
-    final_rows = [answer.signals_after() for answer in answers]
     final_escalated = [ok for row, ok in zip(final_rows, correct) if final.predict(row) < final.threshold]
     cap = sum(final_escalated) / len(final_escalated) if final_escalated else 0.0
     running = RunningCalibration(every)
+    for checkpoint in (TEXT_CHECKPOINT, PROMPT_CHECKPOINT):
+        calibrator = _checkpoint(task, items, answers, correct, final, checkpoint, cap, folds, seed)
+        if calibrator is not None:
+            running.by_tokens[checkpoint] = calibrator
     for tokens in range(1, max(len(answer.logprobs) for answer in answers), every):
         chosen = [i for i, answer in enumerate(answers) if len(answer.logprobs) > tokens]
         if len(chosen) < MIN_CHECKPOINT_ITEMS:
             break
-        rows = [answers[i].signals_after(tokens) for i in chosen]
-        labels = [correct[i] for i in chosen]
-        calibrator = select_calibrator(candidates_for(rows[0]), rows, labels, folds=folds, seed=seed)
-        calibrator.task, calibrator.model = task, final.model
-        calibrator.threshold = early_threshold([calibrator.predict(row) for row in rows], labels, cap,
-                                               final.threshold)
-        calibrator.extra["tokens"] = tokens
-        running.by_tokens[tokens] = calibrator
+        running.by_tokens[tokens] = _checkpoint(task, [items[i] for i in chosen], [answers[i] for i in chosen],
+                                                [correct[i] for i in chosen], final, tokens, cap, folds, seed)
     return running
+
+
+def _checkpoint(task: str, items: Sequence[TaskItem], answers: Sequence[LocalAnswer], correct: Sequence[bool],
+                final: Calibrator, tokens: int, cap: float, folds: int, seed: int) -> Calibrator | None:
+    """One checkpoint's calibrator and early threshold (None: a prompt-only checkpoint without a probe). The
+    text checkpoint reads the query text only; the prompt one the probes too; later ones everything."""
+    use = ("probe",) if tokens <= PROMPT_CHECKPOINT else ("probs", "probe")
+    sources = ("text",) if tokens == TEXT_CHECKPOINT else SOURCES
+    if tokens == PROMPT_CHECKPOINT and not any(answer.hidden_prompt for answer in answers):
+        return None
+    calibrator, rows = fit_calibrator(task, items, answers, correct, final.model, max(tokens, 0), use, folds, seed,
+                                      sources)
+    calibrator.threshold = early_threshold([calibrator.predict(row) for row in rows], correct, cap, final.threshold)
+    calibrator.extra["tokens"] = tokens
+    return calibrator

@@ -1,0 +1,59 @@
+"""Hidden states next to the logits, opt-in: what a probe of the model's confidence reads (``fallback.probe``).
+
+llama.cpp hands back the final hidden state (the final norm's output, the lm_head's input: ``n_embd`` floats)
+of every output position when a context has embeddings turned on, with pooling NONE (a generation model's
+default), and keeps computing the logits beside it. But with embeddings on, every token of a batch becomes an
+output (a prefill chunk would ask for hundreds of vocabulary-sized rows, past ``n_outputs_max``, and llama.cpp
+aborts), so they are turned on only around single-token decodes: the prompt's last token (decoded on its own
+after the rest of the prefill) and the first few generated tokens. The cost is one more decode call per request
+and a copy of ``n_embd`` floats per recorded position; a request that records nothing pays nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class HiddenRecorder:
+    """What one request recorded: the prompt's last hidden state and those of its first ``tokens`` generated
+    tokens (each the state after the token is fed, the one its successor is chosen from)."""
+
+    tokens: int = 4
+    prompt: np.ndarray | None = None
+    generated: list[np.ndarray] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.prompt, self.generated = None, []
+
+    def wants(self, produced: int) -> bool:
+        """Whether the decode of the ``produced``-th generated token (0-based) is recorded."""
+        return produced < self.tokens
+
+
+def set_embeddings(context, on: bool) -> None:
+    """Turns llama.cpp's embeddings output of ``context`` (a ``NativeContext``) on or off."""
+    import llama_cpp
+
+    llama_cpp.llama_set_embeddings(context.pointer, on)
+
+
+def last_hidden(context, n_embd: int) -> np.ndarray:
+    """A copy of the hidden state of the last decode's last output (embeddings must have been on)."""
+    import llama_cpp
+
+    from edge_runtime.errors import BackendError
+
+    pointer = llama_cpp.llama_get_embeddings_ith(context.pointer, -1)
+    if not pointer:
+        raise BackendError("llama.cpp returned no hidden state for the last output")
+    return np.ctypeslib.as_array(pointer, shape=(n_embd,)).copy()
+
+
+def embedding_size(model) -> int:
+    """The width of ``model``'s (a ``NativeModel``) hidden state."""
+    import llama_cpp
+
+    return int(llama_cpp.llama_model_n_embd(model.pointer))
