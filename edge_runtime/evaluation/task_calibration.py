@@ -33,6 +33,7 @@ VALUE_BASES = ("value_mean_logprob", "value_min_logprob", "value_first_logprob")
 MARGIN_BASES = ("value_min_margin", "value_first_margin", "value_mean_margin")
 STRONG_L2 = 1.0
 MIN_CHECKPOINT_ITEMS = 20  # fewer calibration answers still running at a checkpoint: no decision there
+MIN_PROMPT_ITEMS = 10  # fewer calibration answers: no decision from the text or the prompt alone
 
 
 def _label_names(signals: dict[str, float]) -> list[str]:
@@ -203,7 +204,8 @@ def _checkpoint(task: str, items: Sequence[TaskItem], answers: Sequence[LocalAns
     text checkpoint reads the query text only; the prompt one the probes too; later ones everything."""
     use = ("probe",) if tokens <= PROMPT_CHECKPOINT else ("probs", "probe")
     sources = ("text",) if tokens == TEXT_CHECKPOINT else SOURCES
-    if tokens == PROMPT_CHECKPOINT and not any(answer.hidden_prompt for answer in answers):
+    if len(answers) < MIN_PROMPT_ITEMS or (tokens == PROMPT_CHECKPOINT
+                                           and not any(answer.hidden_prompt for answer in answers)):
         return None
     calibrator, rows = fit_calibrator(task, items, answers, correct, final.model, max(tokens, 0), use, folds, seed,
                                       sources)

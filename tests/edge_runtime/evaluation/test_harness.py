@@ -26,7 +26,7 @@ def run_eval(out: Path, *args: str, cache: Path, threshold: str | None = None) -
         env["EDGE_CONFIDENCE_THRESHOLD"] = threshold
     command = [sys.executable, "-m", "edge_runtime.cli", "eval", *args, "--out", str(out), "--cache", str(cache),
                "--cloud-latency", "0.05", "--threads", "1"]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
 
 
 def read_jsonl(path: Path) -> list[dict]:
