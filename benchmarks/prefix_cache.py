@@ -79,7 +79,7 @@ def measure_mode(path: str, mode: str, items: dict[str, list], threads: int | No
                "mixed_preloaded_items_per_s": items_per_second(runtime, mixed, preload=True),
                "system_prompt_ttft_s": system_prompt_ttft(runtime, SYSTEM_PROMPTS[:1]),
                "two_systems_ttft_s": system_prompt_ttft(runtime, SYSTEM_PROMPTS)}
-        stats = getattr(runtime.backend, "prefix_stats", None)
+        stats = runtime.backend.stats().prefix_cache
         if stats is not None:
             row.update(hit_ratio=stats.hit_ratio, store_entries=stats.store_entries,
                        store_bytes=stats.store_bytes, store_restores=stats.store_restores)
