@@ -1,6 +1,7 @@
 """``edge-runtime convert``: argument parsing and exit codes around ``converters.pipeline.convert``.
 
-The lead CLI wires it in with ``add_convert_parser(subparsers)``; ``run_convert(args)`` returns the exit code:
+``edge-runtime`` wires it in with ``add_parsers(subparsers)``, the shape of every package's command module;
+``run_convert(args)`` returns the exit code:
 0 when every build is accepted (or ``--allow-degraded``), 1 when a build was rejected by the quality gate,
 2 when the conversion could not run (the message of the ``ConversionError`` goes to stderr).
 
@@ -19,7 +20,7 @@ from converters.errors import ConversionError, UnknownPresetError
 EXIT_OK, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
 
 
-def add_convert_parser(subparsers) -> argparse.ArgumentParser:
+def add_parsers(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("convert", help="convert a GGUF file or HF folder to gguf/onnx/coreml builds",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="a .gguf file or a Hugging Face model folder")
@@ -35,7 +36,7 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--min-greedy", type=float, help="gate threshold: minimum greedy agreement")
     parser.add_argument("--max-ppl-ratio", type=float, help="gate threshold: maximum perplexity ratio")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    parser.set_defaults(func=run_convert)
+    parser.set_defaults(handler=run_convert)
     return parser
 
 
@@ -84,12 +85,15 @@ def summary_table(manifest) -> str:
     return "\n".join(lines)
 
 
+add_convert_parser = add_parsers  # the name earlier releases exported
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m converters.cli convert ...``) until the lead CLI wires it in."""
+    """Standalone entry point (``python -m converters.cli convert ...``): the same command without the runtime's."""
     parser = argparse.ArgumentParser(prog="edge-runtime")
-    add_convert_parser(parser.add_subparsers(dest="command", required=True))
+    add_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

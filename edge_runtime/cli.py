@@ -170,20 +170,25 @@ def models_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _extension_parsers() -> list[Callable]:
-    """Subcommands owned by other packages; each is optional so a partial install still runs."""
+# Commands owned by other packages, by name: each module has one ``add_parsers(subparsers)``. A command's own
+# module is imported only when that command runs (``serve`` does not import the converters); ``--help`` and an
+# unknown command import them all. A module missing from a partial install drops its commands.
+PACKAGE_COMMANDS = {"ledger": "fallback.cli", "eval": "edge_runtime.evaluation.cli",
+                    "calibrate": "edge_runtime.evaluation.cli", "serve": "edge_runtime.server.cli",
+                    "convert": "converters.cli", "bench": "benchmarks.cli"}
+
+
+def _package_parsers(modules: list[str]) -> list[Callable]:
+    """The ``add_parsers`` of each module that this install has."""
+    import importlib
+
     adders = []
-    for module_name in ("fallback.cli", "edge_runtime.evaluation.cli", "edge_runtime.server.cli", "converters.cli",
-                        "benchmarks.cli"):
+    for module_name in dict.fromkeys(modules):
         try:
-            module = __import__(module_name, fromlist=["add_parsers"])
+            adders.append(importlib.import_module(module_name).add_parsers)
         except ModuleNotFoundError as exc:
             if exc.name is None or not module_name.startswith(exc.name):
                 raise
-            continue
-        adder = getattr(module, "add_parsers", None) or getattr(module, "add_convert_parser", None)
-        if adder is not None:
-            adders.append(adder)
     return adders
 
 
@@ -191,13 +196,17 @@ CORE_COMMANDS = {"run": _add_run, "plan": _add_plan, "models": _add_models}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line; for a ``command`` of this module's own, only that one (the other packages'
+    """The whole command line; for a known ``command``, only what that command needs (the other packages'
     subcommands import pydantic models, FastAPI and friends: ``edge-runtime run`` need not wait for them)."""
     parser = argparse.ArgumentParser(prog="edge-runtime", description="Run LLMs on this device under hard caps, "
                                      "escalating to a cloud model when the local answer is not good enough.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    adders = [CORE_COMMANDS[command]] if command in CORE_COMMANDS else [*CORE_COMMANDS.values(),
-                                                                        *_extension_parsers()]
+    if command in CORE_COMMANDS:
+        adders = [CORE_COMMANDS[command]]
+    elif command in PACKAGE_COMMANDS:
+        adders = _package_parsers([PACKAGE_COMMANDS[command]])
+    else:
+        adders = [*CORE_COMMANDS.values(), *_package_parsers(list(PACKAGE_COMMANDS.values()))]
     for add in adders:
         add(subparsers)
     return parser
@@ -210,9 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == [RUN_MODULE_COMMAND]:  # a frozen build's ``python -m`` (see edge_runtime.child_process)
         return run_module_main(argv[1:])
     args = build_parser(argv[0] if argv else None).parse_args(argv)
-    handler = getattr(args, "handler", None) or args.func
     try:
-        return handler(args)
+        return args.handler(args)
     except EdgeRuntimeError as exc:
         print(f"edge-runtime: error: {exc}", file=sys.stderr)
         return EXIT_USAGE_OR_MODEL_ERROR

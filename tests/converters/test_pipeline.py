@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from converters.cli import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, add_convert_parser, parse_quant, run_convert
+from converters.cli import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, add_parsers, parse_quant, run_convert
 from converters.errors import UnknownPresetError
 from converters.manifest import read_manifest
 
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_convert_parser(parser.add_subparsers(dest="command"))
+    add_parsers(parser.add_subparsers(dest="command"))
     return parser.parse_args(["convert", *argv])
 
 
