@@ -133,7 +133,7 @@ def local_answers(items: list[TaskItem], options: EvalOptions) -> tuple[dict[str
 
 
 def _report_prefix_use(runtime, kept: list[int]) -> None:
-    stats = getattr(runtime.backend, "prefix_stats", None)
+    stats = runtime.backend.stats().prefix_cache
     if stats is not None:
         print(f"local model: prefix cache kept {sum(1 for count in kept if count)} task prefixes "
               f"({sum(kept):,} tokens); {stats.hit_ratio:.0%} of prompt tokens reused", file=sys.stderr)
