@@ -45,8 +45,8 @@ class Capabilities:
     ``grammar``: ``SamplingParams.grammar`` (GBNF) constrains sampling. ``prefix_store``: ``cache_prefix`` keeps
     prefix KV states beyond the live cache. ``speculation``: greedy decoding verifies drafts in batches.
     ``concurrent``: requests may run at the same time (continuous batching), so the runtime does not serialise
-    them. ``max_top_logprobs``: how many alternatives per token it reports. ``hidden_states``: it can return
-    the model's hidden states."""
+    them. ``max_top_logprobs``: how many alternatives per token it reports. ``hidden_states``: it records the model's
+    final hidden states on request (``record_hidden``; read by the evaluation's probes)."""
 
     grammar: bool = False
     prefix_store: bool = False

@@ -97,7 +97,7 @@ class LlamaCppBackend:
         self._rng = np.random.default_rng(settings.seed)
         self.hidden = None  # opt-in (``record_hidden``): a HiddenRecorder of the next requests' hidden states
         self.capabilities = Capabilities(grammar=True, prefix_store=self.prefix_reuse and self.store is not None,
-                                         speculation=self.speculative)
+                                         speculation=self.speculative, hidden_states=True)
 
     @classmethod
     def load(cls, path: Path, settings: LoadSettings):

@@ -30,10 +30,10 @@ class LocalAnswerer:
         self.runtime = runtime
         self._content_free: dict[tuple[str, tuple[str, ...]], list[float]] = {}
         self._grammars: dict[str, str] = {}
-        record = getattr(runtime.backend, "record_hidden", None)  # backends without it: no probe signals
-        self.recording = record is not None and hidden_tokens is not None
+        # a backend that cannot hand back hidden states gives no probe signals
+        self.recording = runtime.backend.capabilities.hidden_states and hidden_tokens is not None
         if self.recording:
-            record(hidden_tokens)
+            runtime.backend.record_hidden(hidden_tokens)
 
     def _hidden(self) -> dict:
         """The hidden states the backend recorded for the last request, encoded for ``LocalAnswer``."""

@@ -52,6 +52,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_recording_keeps_the_tokens_and_logprobs_and_records_the_models_hidden_states(runtime):
     backend = runtime.backend
+    assert backend.capabilities.hidden_states  # the evaluation records probes only where this is declared
     backend.record_hidden(None)
     plain = generate(runtime)
     backend.record_hidden(3)
