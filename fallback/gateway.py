@@ -36,8 +36,9 @@ success once its first chunk arrives; a later break adds a failure.
 
 The gateway keeps no per-request state on itself, so one instance may serve concurrent requests. Its parts:
 ``fallback.retry_policy`` (what to retry, backoff, deadlines; pure), ``fallback.transport`` (httpx errors
-translated into ``fallback.errors`` types at the boundary, SSE parsing) and ``fallback.cloud_wire`` (the
-provider's answer, validated).
+translated into ``fallback.errors`` types at the boundary, SSE parsing), ``fallback.cloud_wire`` (the
+provider's answer, validated), ``fallback.cloud_types`` (the public request/response types, re-exported
+here) and ``fallback.gateway_call`` (one request in flight).
 """
 
 from __future__ import annotations
@@ -45,25 +46,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import math
 import random
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
 from fallback.breaker import CircuitBreaker
-from fallback.cloud_wire import WireChunk, WireCompletion, WireUsage, parse_json, validate_wire
+from fallback.cloud_types import Attempt, CloudChunk, CloudRequest, CloudResponse, Usage, estimate_tokens
+from fallback.cloud_wire import WireChunk, WireCompletion, parse_json, validate_wire
 from fallback.errors import (
-    AllProvidersFailedError, CircuitOpenError, PrivacyRefusalError, ProviderError, ProviderHTTPError,
+    CircuitOpenError, PrivacyRefusalError, ProviderError, ProviderHTTPError,
     ProviderProtocolError, ProviderTimeoutError, StreamInterruptedError,
 )
-from fallback.message_text import text_parts
+from fallback.gateway_call import Call, StreamTotals
 from fallback.providers import GatewayConfig, ProviderConfig
 from fallback.redaction import Redactor, redact_messages
 from fallback.retry_policy import (
@@ -77,194 +76,6 @@ __all__ = ["Attempt", "CloudChunk", "CloudGateway", "CloudRequest", "CloudRespon
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 
-
-# ================================================================ public data
-
-class CloudRequest(BaseModel):
-    """One chat request for the cloud; ``deadline_s`` overrides the config's overall deadline.
-
-    ``elapsed_s``: how long the caller's request ran before it escalated (the local model's turn); the
-    overall deadline counts it. ``local_answer_ready``: the caller holds a usable local answer, so the
-    escalation gets the shorter escalation budget (``escalation_budget_s`` here overrides the provider's and
-    the config's). See the module docstring.
-
-    ``extra_body`` adds provider-specific fields (``seed``, ``top_p``...); it cannot replace ``model``,
-    ``messages`` or ``stream``, and a key set to None is dropped (``{"stream_options": None}`` for a
-    provider that rejects it).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, gt=0)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    stop: str | list[str] | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    extra_body: dict[str, Any] = Field(default_factory=dict)
-    never_send: bool = False
-    deadline_s: float | None = Field(default=None, gt=0)
-    elapsed_s: float = Field(default=0.0, ge=0)
-    local_answer_ready: bool = False
-    escalation_budget_s: float | None = Field(default=None, gt=0)
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    estimated: bool = False  # True when the provider sent no usage and these are len(text)/4 guesses
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One try at one provider: ``status`` is the HTTP status if one came back, ``error`` the error type."""
-
-    provider: str
-    retry: int
-    status: int | None
-    error: str | None
-    latency_s: float
-    breaker_state: str
-
-
-@dataclass(frozen=True)
-class CloudResponse:
-    text: str
-    finish_reason: str | None
-    usage: Usage
-    provider: str
-    model: str
-    attempts: list[Attempt]
-    latency_s: float
-    cost_usd: float
-    raw: dict[str, Any] = field(repr=False)
-    redaction_counts: dict[str, int]
-    tool_calls: list[dict[str, Any]] | None = None
-
-
-@dataclass(frozen=True)
-class CloudChunk:
-    """A piece of a streamed answer; the last chunk has ``response`` (totals, usage, cost) set."""
-
-    text: str
-    finish_reason: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    response: CloudResponse | None = None
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters per token: the usual rule of thumb for English with BPE tokenizers."""
-    return math.ceil(len(text) / 4)
-
-
-def _messages_text(messages: list[dict[str, Any]]) -> str:
-    return "\n".join(text for message in messages for text in text_parts(message.get("content")))
-
-
-# ================================================================ one request in flight
-
-@dataclass
-class _Call:
-    """What one request has done so far; lives only for that request, so requests never share state."""
-
-    request: CloudRequest
-    messages: list[dict[str, Any]]
-    redaction_counts: dict[str, int]
-    client: httpx.AsyncClient
-    started: float  # when the gateway was called: the escalation's start
-    deadline: float  # time.monotonic() when time is up; set per provider (its budget may differ)
-    attempts: list[Attempt] = field(default_factory=list)
-    errors: list[Exception] = field(default_factory=list)
-    deadline_hit: bool = False
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def body(self, provider: ProviderConfig, *, stream: bool) -> dict[str, Any]:
-        request = self.request
-        options = {"max_tokens": request.max_tokens, "temperature": request.temperature, "stop": request.stop,
-                   "response_format": request.response_format, "tools": request.tools,
-                   "tool_choice": request.tool_choice}
-        body = {**request.extra_body, **{k: v for k, v in options.items() if v is not None}}
-        body.update(model=provider.model, messages=self.messages)
-        if stream:
-            body = {"stream_options": {"include_usage": True}, **body, "stream": True}
-        return {k: v for k, v in body.items() if v is not None}
-
-    def note(self, provider: str, retry: int, started: float, breaker: CircuitBreaker,
-             error: Exception | None = None, status: int | None = None) -> None:
-        if isinstance(error, ProviderHTTPError):
-            status = error.status
-        name = type(error).__name__ if error is not None else None
-        self.attempts.append(Attempt(provider, retry, status, name, time.monotonic() - started, breaker.state))
-
-    def failure(self) -> AllProvidersFailedError:
-        return AllProvidersFailedError(self.errors, deadline_exceeded=self.deadline_hit)
-
-    def usage(self, text: str, wire: WireUsage | None) -> Usage:
-        if wire is not None:
-            return Usage(wire.prompt_tokens, wire.completion_tokens)
-        return Usage(estimate_tokens(_messages_text(self.messages)), estimate_tokens(text), estimated=True)
-
-    def response(self, provider: ProviderConfig, text: str, finish_reason: str | None,
-                 wire_usage: WireUsage | None, model: str | None, raw: dict[str, Any],
-                 tool_calls: list[dict[str, Any]] | None) -> CloudResponse:
-        usage = self.usage(text, wire_usage)
-        return CloudResponse(
-            text=text, finish_reason=finish_reason, usage=usage, provider=provider.name,
-            model=model or provider.model, attempts=list(self.attempts), latency_s=self.elapsed(),
-            cost_usd=provider.cost_usd(usage.prompt_tokens, usage.completion_tokens), raw=raw,
-            redaction_counts=dict(self.redaction_counts), tool_calls=tool_calls)
-
-
-# ================================================================ stream totals
-
-@dataclass
-class _StreamTotals:
-    """What a stream has carried so far, for the final chunk's CloudResponse."""
-
-    text: list[str] = field(default_factory=list)
-    finish_reason: str | None = None
-    usage: WireUsage | None = None
-    model: str | None = None
-    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    def add(self, chunk: WireChunk) -> CloudChunk | None:
-        """Fold ``chunk`` in; returns what to hand the caller, if anything."""
-        self.model = chunk.model or self.model
-        self.usage = chunk.usage or self.usage
-        choice = chunk.first()
-        if choice is None:
-            return None
-        self.finish_reason = choice.finish_reason or self.finish_reason
-        if choice.delta.tool_calls:
-            _merge_tool_calls(self.tool_calls, choice.delta.tool_calls)
-        if not (choice.delta.content or choice.delta.tool_calls):
-            return None
-        self.text.append(choice.delta.content or "")
-        return CloudChunk(text=choice.delta.content or "", tool_calls=choice.delta.tool_calls)
-
-
-def _merge_tool_calls(calls: dict[int, dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
-    for delta in deltas:
-        slot = calls.setdefault(int(delta.get("index", len(calls))),
-                                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-        slot["id"] = delta.get("id") or slot["id"]
-        function = delta.get("function") or {}
-        slot["function"]["name"] += function.get("name") or ""
-        slot["function"]["arguments"] += function.get("arguments") or ""
-
-
-# ================================================================ the gateway
 
 def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
     try:
@@ -406,7 +217,7 @@ class CloudGateway:
         raise call.failure()
 
     def _start(self, request: CloudRequest, client: Callable[[], httpx.AsyncClient],
-               redactor: Redactor | None) -> _Call:
+               redactor: Redactor | None) -> Call:
         """Check privacy, redact, and start the escalation clock (before the client, which may take a while)."""
         started = time.monotonic()
         if request.never_send:
@@ -415,11 +226,11 @@ class CloudGateway:
         if self.config.redact:
             redacted = redact_messages(request.messages, self.config.redaction_kinds, redactor=redactor)
             messages, counts = redacted.messages, redacted.counts
-        call = _Call(request, messages, counts, client(), started, deadline=started)
+        call = Call(request, messages, counts, client(), started, deadline=started)
         call.deadline = self._deadline(call, self.config.providers[0])
         return call
 
-    def _deadline(self, call: _Call, provider: ProviderConfig) -> float:
+    def _deadline(self, call: Call, provider: ProviderConfig) -> float:
         """When time is up for ``provider`` on this call (see the module docstring)."""
         request = call.request
         budget_s = None
@@ -429,7 +240,7 @@ class CloudGateway:
                                    overall_s=request.deadline_s or self.config.overall_deadline_s,
                                    escalation_budget_s=budget_s)
 
-    def _answering_deadline(self, call: _Call) -> float:
+    def _answering_deadline(self, call: Call) -> float:
         """The deadline once a stream's first content chunk arrived: the escalation budget bounded the wait for
         an answer while a local one was ready; the person now sees the cloud's answer arrive, so only the
         overall deadline bounds the rest of it (a long healthy stream is not cut at the budget)."""
@@ -440,8 +251,8 @@ class CloudGateway:
 
     # ------------------------------------------------------------ retries at one provider
 
-    async def _try_provider(self, provider: ProviderConfig, call: _Call,
-                            attempt: Callable[[ProviderConfig, _Call, float], Awaitable[T]]) -> T | None:
+    async def _try_provider(self, provider: ProviderConfig, call: Call,
+                            attempt: Callable[[ProviderConfig, Call, float], Awaitable[T]]) -> T | None:
         """Run ``attempt`` with retries; the result, or None once this provider is given up on."""
         breaker = self.breakers[provider.name]
         call.deadline = self._deadline(call, provider)
@@ -469,8 +280,8 @@ class CloudGateway:
         call.errors.append(last_error)  # type: ignore[arg-type]
         return None
 
-    async def _attempt(self, provider: ProviderConfig, call: _Call, retry: int,
-                       attempt: Callable[[ProviderConfig, _Call, float], Awaitable[T]]) -> T:
+    async def _attempt(self, provider: ProviderConfig, call: Call, retry: int,
+                       attempt: Callable[[ProviderConfig, Call, float], Awaitable[T]]) -> T:
         breaker = self.breakers[provider.name]
         timeout = min(provider.timeout_s, call.remaining())
         started = time.monotonic()
@@ -497,7 +308,7 @@ class CloudGateway:
         else:
             breaker.record_failure()
 
-    def _retry_delay(self, provider: ProviderConfig, call: _Call, retry: int, error: ProviderError,
+    def _retry_delay(self, provider: ProviderConfig, call: Call, retry: int, error: ProviderError,
                      protocol_errors: int) -> float | None:
         """Seconds to wait before the next try, or None to give up on this provider."""
         if not is_retryable(error) or retry >= provider.max_retries:
@@ -521,7 +332,7 @@ class CloudGateway:
         limits = httpx.Timeout(timeout, connect=min(provider.connect_timeout_s, timeout))
         return {"headers": headers, "timeout": limits}
 
-    async def _post_once(self, provider: ProviderConfig, call: _Call,
+    async def _post_once(self, provider: ProviderConfig, call: Call,
                          timeout: float) -> tuple[WireCompletion, dict[str, Any]]:
         """One POST; the validated answer and its raw JSON (validated here, so a bad shape is retried)."""
         url = f"{provider.base_url}/chat/completions"
@@ -538,14 +349,14 @@ class CloudGateway:
         return validate_wire(provider.name, WireCompletion, payload), payload
 
     @staticmethod
-    def _whole_response(provider: ProviderConfig, call: _Call, wire: WireCompletion,
+    def _whole_response(provider: ProviderConfig, call: Call, wire: WireCompletion,
                         payload: dict[str, Any]) -> CloudResponse:
         choice = wire.choices[0]
         text = choice.message.content or ""
         return call.response(provider, text, choice.finish_reason, wire.usage, wire.model, payload,
                              choice.message.tool_calls)
 
-    async def _open_stream(self, provider: ProviderConfig, call: _Call, timeout: float) -> OpenStream:
+    async def _open_stream(self, provider: ProviderConfig, call: Call, timeout: float) -> OpenStream:
         """Send the request and read up to the first content chunk, all within ``timeout``."""
         request = call.client.build_request("POST", f"{provider.base_url}/chat/completions",
                                             json=call.body(provider, stream=True),
@@ -564,9 +375,9 @@ class CloudGateway:
                 raise translate(provider.name, exc) from exc
             raise
 
-    async def _relay(self, provider: ProviderConfig, call: _Call,
+    async def _relay(self, provider: ProviderConfig, call: Call,
                      opened: OpenStream) -> AsyncGenerator[CloudChunk, None]:
-        totals, delivered = _StreamTotals(), 0
+        totals, delivered = StreamTotals(), 0
         try:
             pending, ended = list(opened.buffered), opened.ended
             while pending or not ended:
@@ -584,7 +395,7 @@ class CloudGateway:
                               totals.model, raw, tool_calls)
         yield CloudChunk(text="", finish_reason=totals.finish_reason, response=final)
 
-    async def _next_chunk(self, provider: ProviderConfig, call: _Call, opened: OpenStream,
+    async def _next_chunk(self, provider: ProviderConfig, call: Call, opened: OpenStream,
                           delivered: int) -> WireChunk | None:
         """The next chunk after content has been delivered; any failure now is final.
 

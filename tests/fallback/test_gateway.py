@@ -19,8 +19,9 @@ from fallback.errors import (
     ProviderProtocolError, ProviderRateLimitedError, ProviderTimeoutError, StreamInterruptedError,
 )
 from fallback.cloud_wire import WireChunk
+from fallback.gateway_call import StreamTotals
 from fallback.gateway import (
-    CloudChunk, CloudGateway, CloudRequest, Usage, _StreamTotals, is_retryable, parse_retry_after,
+    CloudChunk, CloudGateway, CloudRequest, Usage, is_retryable, parse_retry_after,
 )
 from benchmarks.loopback_cloud import LoopbackCloud
 from fallback.providers import GatewayConfig
@@ -513,7 +514,7 @@ def test_one_gateway_survives_two_event_loops(cloud: LoopbackCloud) -> None:
 # ---------------------------------------------------------------- pure policy
 
 def test_streamed_tool_call_deltas_are_merged() -> None:
-    totals = _StreamTotals()
+    totals = StreamTotals()
     deltas = [
         [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "add", "arguments": ""}}],
         [{"index": 0, "function": {"arguments": '{"a": 2, '}}],

@@ -25,9 +25,9 @@ def test_only_text_parts_with_string_text_count():
 
 def test_the_gateway_and_the_loopback_cloud_read_content_alike():
     from benchmarks.loopback_cloud import message_text
-    from fallback.gateway import _messages_text
+    from fallback.cloud_types import messages_text
 
     content = [{"type": "text", "text": "Capital"}, {"type": "image_url"}, {"type": "text", "text": "of France?"}]
     assert message_text(content) == "Capital of France?"
-    assert _messages_text([{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]) == \
+    assert messages_text([{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]) == \
         "Be brief.\nCapital\nof France?"
