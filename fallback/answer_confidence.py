@@ -19,14 +19,20 @@ def answer_confidence(tokens: Sequence[LocalToken], response_format: dict | None
     logprobs = [token.logprob for token in tokens]
     if not logprobs:
         return None
-    fields, keys = _json_fields(response_format, tokens)
     if calibrator is not None:
-        from fallback.confidence import answer_signals
-
-        return calibrator.predict(answer_signals(logprobs, _margins(tokens), fields, keys))
+        return calibrator.predict(token_signals(tokens, response_format))
+    fields, _ = _json_fields(response_format, tokens)
     if fields is not None:
         logprobs = [logprob for logprob, field in zip(logprobs, fields) if field is not None] or logprobs
     return math.exp(math.fsum(logprobs) / len(logprobs))
+
+
+def token_signals(tokens: Sequence[LocalToken], response_format: dict | None = None) -> dict[str, float]:
+    """Every probability signal a calibrator may read from ``tokens`` (``confidence.answer_signals``)."""
+    from fallback.confidence import answer_signals
+
+    fields, keys = _json_fields(response_format, tokens)
+    return answer_signals([token.logprob for token in tokens], _margins(tokens), fields, keys)
 
 
 def _json_fields(response_format: dict | None,

@@ -25,7 +25,8 @@ from fallback.cascade_types import CascadeRequest, CascadeResult, CascadeStream,
 from fallback.errors import (CloudUnavailableError, FallbackError, LedgerError, PrivacyRefusalError,
                              RequestRejectedError)
 from fallback.local_leg import LocalLeg, failure_kind
-from fallback.local_run import refuse_unanswerable, run_whole
+from fallback.early import RunningDecision
+from fallback.local_run import hopeless_run, refuse_unanswerable, run_whole
 from fallback.policy import Decision, LocalOutcome, PolicyConfig, Route, RouteTaken, decide
 
 __all__ = ["Cascade", "CascadeRequest", "CascadeResult", "CascadeStream", "CloudUnavailableError", "LocalRun",
@@ -39,7 +40,8 @@ class Cascade:
 
     def __init__(self, local: LocalLeg, gateway=None, policy: PolicyConfig | None = None, ledger=None,
                  calibrator=None, commit_after_tokens: int = 8, tracer=None, hold_min_tokens: int = 2,
-                 hold_margin: float = 0.1) -> None:
+                 hold_margin: float = 0.1, early: bool = True) -> None:
+        from fallback.early_request import RequestCheckpoints
         from fallback.tracing import RequestTracer
 
         self.local, self.gateway, self.ledger, self.calibrator = local, gateway, ledger, calibrator
@@ -47,6 +49,8 @@ class Cascade:
         self.policy = policy or PolicyConfig()
         self.commit_after_tokens = commit_after_tokens  # the longest hold before a stream commits
         self.hold_min_tokens, self.hold_margin = hold_min_tokens, hold_margin
+        # the calibration's running checkpoints (``early``: off when a fixed threshold overrides the calibration)
+        self.checkpoints = RequestCheckpoints.of(calibrator) if early else None
 
     # -- confidence ------------------------------------------------------------------------------------------
     def confidence_of(self, result, request: CascadeRequest | None = None) -> float | None:
@@ -55,6 +59,20 @@ class Cascade:
     def confidence_of_tokens(self, tokens, request: CascadeRequest | None = None) -> float | None:
         """The (calibrated, when a calibrator is loaded) confidence of an answer's tokens, or of its first ones."""
         return answer_confidence(tokens, request.response_format if request is not None else None, self.calibrator)
+
+    def prompt_verdict(self, request: CascadeRequest) -> RunningDecision | None:
+        """The text checkpoint's escalation of an auto-routed request of the calibration's task (None: go on)."""
+        checkpoints = self.checkpoints
+        if checkpoints is None or request.route != Route.AUTO or not checkpoints.applies(request.task):
+            return None
+        return checkpoints.text_verdict(request.query)
+
+    def running_verdict(self, request: CascadeRequest, tokens, ended: bool = False) -> RunningDecision | None:
+        """The token checkpoints' escalation of a stream's first ``tokens`` (None: no checkpoint escalates)."""
+        checkpoints = self.checkpoints
+        if checkpoints is None or request.route != Route.AUTO or not checkpoints.applies(request.task):
+            return None
+        return checkpoints.token_verdict(request.query, tokens, request.response_format, ended)
 
     def run_local(self, request: CascadeRequest, cancel: threading.Event | None = None) -> LocalRun:
         """Runs the local leg to the end (or cancellation); its failures become outcomes."""
@@ -66,13 +84,13 @@ class Cascade:
         started = time.perf_counter()
         _refuse_contradiction(request)
         with self.tracer.request(request) as span:
-            if request.route == Route.CLOUD or self._local_starting(request):
-                run = self._skipped_run(request)
-            else:
-                run = await asyncio.to_thread(self.run_local, request, cancel)
+            run = await self._first_run(request, cancel)
             decision = decide(run.outcome, self.policy)
             try:
-                result = await self._route(request, run, decision, started)
+                if run.result is None and run.outcome.prompt_hopeless:
+                    run, result = await self._cloud_first(request, run, decision, cancel, started)
+                else:
+                    result = await self._route(request, run, decision, started)
             except RequestRejectedError:
                 raise
             except FallbackError as exc:
@@ -82,6 +100,28 @@ class Cascade:
             self._record(request, run, result)
             self.tracer.finish(span, request, run, result)
         return result
+
+    async def _first_run(self, request: CascadeRequest, cancel: threading.Event | None) -> LocalRun:
+        """The local leg's run, or none: forced to the cloud, the engine starting, or a prompt the text
+        checkpoint judged hopeless with a cloud to take it (with none, the local answer is marked so)."""
+        if request.route == Route.CLOUD or self._local_starting(request):
+            return self._skipped_run(request)
+        verdict = self.prompt_verdict(request)
+        if verdict is not None and self.gateway is not None and request.cloud_usable:
+            return hopeless_run(request, verdict.confidence)
+        run = await asyncio.to_thread(self.run_local, request, cancel)
+        return run if verdict is None else hopeless_run(request, verdict.confidence, run)
+
+    async def _cloud_first(self, request: CascadeRequest, run: LocalRun, decision: Decision,
+                           cancel: threading.Event | None, started: float) -> tuple[LocalRun, CascadeResult]:
+        """A hopeless prompt's cloud answer, before any local decoding; a cloud that fails gets the local
+        answer in its place, marked local-degraded (offline-first)."""
+        try:
+            cloud = await self.gateway.complete(self._cloud_request(request, False, started))
+        except FallbackError as exc:
+            local = hopeless_run(request, 0.0, await asyncio.to_thread(self.run_local, request, cancel))
+            return local, self._degraded(local, decide(local.outcome, self.policy), f"{type(exc).__name__}: {exc}")
+        return run, self._cloud_result(run, decision, cloud, cloud.text)
 
     def _local_starting(self, request: CascadeRequest) -> bool:
         """True when the local engine is starting or restarting and the cloud can take the request now."""

@@ -1,12 +1,13 @@
 """A streamed cascade request: hold the first local tokens, decide once, then stream one side to the end.
 
 The route is known before the first byte is sent, so a server can put it in response headers: a request
-forced to the cloud (or sent there while the local engine starts) primes the cloud stream up to its first
-chunk; otherwise the local leg streams through the thread bridge, the hold (``stream_hold``) decides, and an
-escalation tries the cloud up to its first chunk while the local leg keeps going. Escalating stops the local
-leg and the cloud answers; a committed stream stays local to the end, and an answer the policy would have
-escalated after it was committed is marked ``policy_wanted_cloud`` (its route still says ``local``). Every
-stream ends with its ``CascadeResult`` and one ledger row, also when it fails or the client leaves.
+forced to the cloud (or sent there while the local engine starts, or whose prompt the calibration's text
+checkpoint judged hopeless) primes the cloud stream up to its first chunk; otherwise the local leg streams
+through the thread bridge, the hold (``stream_hold``) decides, and an escalation tries the cloud up to its
+first chunk while the local leg keeps going. Escalating stops the local leg and the cloud answers; a
+committed stream stays local to the end, and an answer the policy would have escalated after it was committed
+is marked ``policy_wanted_cloud`` (its route still says ``local``). Every stream ends with its
+``CascadeResult`` and one ledger row, also when it fails or the client leaves.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from fallback.cascade_types import CascadeRequest, CascadeResult, CascadeStream, LocalRun, StreamPiece
 from fallback.errors import CloudUnavailableError, FallbackError
-from fallback.local_run import refuse_unanswerable
+from fallback.local_run import hopeless_run, refuse_unanswerable
 from fallback.policy import Decision, Route, RouteTaken, decide
 from fallback.stream_bridge import LocalStreamBridge
 from fallback.stream_hold import StreamHold
@@ -43,24 +44,43 @@ class StreamedRequest:
             except FallbackError as exc:
                 cascade._record_failure(request, run, decision, exc, self.span)
                 raise
+        verdict, cloud_failed = cascade.prompt_verdict(request), None
+        if verdict is not None and cascade.gateway is not None and request.cloud_usable:
+            opened, cloud_failed = await self._hopeless_to_cloud(verdict.confidence)
+            if opened is not None:
+                return opened
         bridge = LocalStreamBridge(cascade.local, request, cascade.confidence_of_tokens)
         hold = self._hold()
         held = await bridge.hold(hold.done)
         decision = hold.decision(bridge.tokens, bridge.run() if bridge.ended() else None)
-        if decision.escalate and cascade.gateway is not None and request.cloud_usable:
+        if verdict is not None and not bridge.failed():
+            decision = decide(hopeless_run(request, verdict.confidence).outcome, cascade.policy)
+        if decision.escalate and cascade.gateway is not None and request.cloud_usable and cloud_failed is None:
             return await self._escalate(bridge, held, decision)
+        never_send = "request is tagged never_send" if request.never_send else None
         if bridge.failed():  # say so before any header is sent, not in-band after a 200
-            raise self._local_failure(bridge.run(), "request is tagged never_send" if request.never_send else
-                                      "the cloud is not configured or not asked for")
+            raise self._local_failure(bridge.run(), cloud_failed or never_send
+                                      or "the cloud is not configured or not asked for")
         if decision.escalate and request.route == Route.AUTO:
-            why = "request is tagged never_send" if request.never_send else "no cloud is configured"
+            why = cloud_failed or never_send or "no cloud is configured"
             return CascadeStream(RouteTaken.LOCAL_DEGRADED, self._local_items(bridge, held, (decision, why)))
         return CascadeStream(RouteTaken.LOCAL, self._local_items(bridge, held))
+
+    async def _hopeless_to_cloud(self, confidence: float) -> tuple[CascadeStream | None, str | None]:
+        """A prompt the text checkpoint judged hopeless: the cloud stream, primed before any local decoding;
+        or, when the cloud fails before its first chunk, why (the local answer then streams, local-degraded)."""
+        run = hopeless_run(self.request, confidence)
+        decision = decide(run.outcome, self.cascade.policy)
+        try:
+            return CascadeStream(RouteTaken.CLOUD, await _primed(self._cloud_items(lambda: (run, decision)))), None
+        except FallbackError as exc:
+            return None, f"the cloud failed before answering: {type(exc).__name__}: {exc}"
 
     def _hold(self) -> StreamHold:
         cascade, request = self.cascade, self.request
         return StreamHold(cascade.policy, request.route, lambda tokens: cascade.confidence_of_tokens(tokens, request),
-                          cascade.commit_after_tokens, cascade.hold_min_tokens, cascade.hold_margin)
+                          cascade.commit_after_tokens, cascade.hold_min_tokens, cascade.hold_margin,
+                          lambda tokens, ended: cascade.running_verdict(request, tokens, ended))
 
     def _local_failure(self, run: LocalRun, why: str) -> Exception:
         """The error for a local leg that failed with no cloud to take over, recorded as a failed request."""

@@ -34,6 +34,17 @@ class CascadeRequest:
     deadline_s: float | None = None
     task: str | None = None
 
+    @property
+    def query(self) -> str:
+        """The text the request asks about (what the text checkpoint reads): its prompt, or its last user
+        message's text."""
+        from fallback.message_text import text_parts
+
+        if self.messages is None:
+            return self.prompt or ""
+        users = [message for message in self.messages if isinstance(message, dict) and message.get("role") == "user"]
+        return "\n".join(text_parts(users[-1].get("content"))) if users else ""
+
     def cloud_messages(self) -> list[dict]:
         return self.messages if self.messages is not None else [{"role": "user", "content": self.prompt}]
 

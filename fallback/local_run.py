@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from fallback.cascade_types import CascadeRequest, LocalRun
 from fallback.errors import RequestRejectedError
@@ -50,6 +51,14 @@ def run_whole(local: LocalLeg, request: CascadeRequest, confidence: Confidence,
     except LocalLegError as exc:
         return failed_run(request, exc, time.perf_counter() - started)
     return answered_run(request, answer, confidence, time.perf_counter() - started)
+
+
+def hopeless_run(request: CascadeRequest, confidence: float, run: LocalRun | None = None) -> LocalRun:
+    """``run`` (None: the local leg never ran) marked as a prompt the text checkpoint escalated with
+    ``confidence``; the policy then decides ``prompt_hopeless`` (unless the local leg failed)."""
+    if run is None:
+        return LocalRun(None, LocalOutcome(confidence=confidence, route=request.route, prompt_hopeless=True))
+    return LocalRun(run.result, replace(run.outcome, prompt_hopeless=True), run.latency_s)
 
 
 def refuse_unanswerable(outcome: LocalOutcome, why: str) -> None:

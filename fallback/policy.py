@@ -1,7 +1,8 @@
 """The escalation policy: what the local leg produced goes in, a decision with its reason comes out. No I/O.
 
 Escalate when the caller forces the cloud; when the input is too long for the local model (straight to the
-cloud, no local attempt); when the local backend failed; when a deadline or cap cut the answer; when the answer
+cloud, no local attempt); when the local backend failed; when the prompt was judged hopeless from its text
+before the model ran (``early_request``); when a deadline or cap cut the answer; when the answer
 is invalid (empty, unparsable, off-schema); when calibrated confidence is below the threshold. While streaming,
 ``stop_early`` ends a doomed local answer as soon as its running confidence falls below a floor.
 """
@@ -55,6 +56,7 @@ class Reason(str, Enum):
     INVALID_OUTPUT = "invalid_output"
     LOW_CONFIDENCE = "low_confidence"
     EARLY_LOW_CONFIDENCE = "early_low_confidence"
+    PROMPT_HOPELESS = "prompt_hopeless"  # the query text alone said escalate, before the model ran
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class LocalOutcome:
     stopped_early: bool = False
     route: str = Route.AUTO
     failure: str | None = None  # "crashed" or "starting" when the engine's process could not answer
+    prompt_hopeless: bool = False  # the calibration's text checkpoint escalated the prompt before decoding
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ def _forced_or_failed(outcome: LocalOutcome) -> Decision | None:
         reason = {"crashed": Reason.LOCAL_CRASHED, "starting": Reason.LOCAL_STARTING}.get(outcome.failure,
                                                                                           Reason.LOCAL_ERROR)
         return Decision(True, reason, outcome.error)
+    if outcome.prompt_hopeless:
+        return Decision(True, Reason.PROMPT_HOPELESS, "the query text's calibrated confidence is below the text "
+                                                      "checkpoint's threshold")
     return None
 
 

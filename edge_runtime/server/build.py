@@ -60,7 +60,8 @@ def build_cascade(settings: ServerSettings, runtime, breaker_clock: Callable[[],
     calibrator = Calibrator.load(settings.calibration) if settings.calibration else None
     tracer = RequestTracer.configured(settings.otel_exporter, settings.otel_record_text)
     return Cascade(RuntimeLocalLeg(runtime), _gateway(settings, breaker_clock, environ),
-                   _policy(settings, calibrator), _ledger(settings), calibrator, tracer=tracer)
+                   _policy(settings, calibrator), _ledger(settings), calibrator, tracer=tracer,
+                   early=settings.confidence_threshold is None)  # a fixed threshold: the final decision only
 
 
 def _api_key(settings: ServerSettings, environ: Mapping[str, str]) -> str | None:
