@@ -1,19 +1,37 @@
 """The cascade takes the calibration's early decisions: a hopeless prompt goes to the cloud before the local leg
 runs, and a stream's hold escalates at a running checkpoint. A scripted local leg (it records whether it was
-asked) and a real loopback cloud; the calibration is fitted by the real fit functions (``early_calibration``).
+asked) and a real loopback cloud; the calibration is fitted by the real fit functions
+(``benchmarks.early_calibration``).
 """
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from fallback.cascade import Cascade, CascadeRequest
 from fallback.early_request import RequestCheckpoints
 from fallback.policy import PolicyConfig
-from tests.fallback.early_calibration import CONFIDENT_QUERY, HOPELESS_QUERY, calibration
-from tests.fallback.test_cascade import CLOUD_ANSWER, FakeLocalLeg, cloud, gateway_for, ledger, only_row  # noqa: F401
+from benchmarks.early_calibration import CONFIDENT_QUERY, HOPELESS_QUERY, calibration
+from fallback.ledger import Ledger
+from tests.fallback.test_cascade import CLOUD_ANSWER, FakeLocalLeg, gateway_for, only_row
 
 LONG = [f" w{index}" for index in range(12)]
+
+
+@pytest.fixture()
+def cloud():
+    from benchmarks.loopback_cloud import LoopbackCloud
+
+    with LoopbackCloud(answer_fn=lambda body: CLOUD_ANSWER) as loopback:
+        yield loopback
+
+
+@pytest.fixture()
+def ledger(tmp_path):
+    with Ledger(tmp_path / "ledger.sqlite3") as opened:
+        yield opened
 
 
 def cascade_for(local, cloud=None, ledger=None, **calibration_options) -> Cascade:

@@ -3,7 +3,7 @@ with ``--calibration`` whose text checkpoint escalates a hopeless prompt, a real
 
 The hopeless prompt reaches the cloud and the runtime is never asked to decode (its ``stream`` is counted); a
 confident prompt is answered by the local model. The calibration is fitted by the real fit functions on a few
-made-up queries (``tests.fallback.early_calibration``); its final calibrator keeps every local answer, so only
+made-up queries (``benchmarks.early_calibration``); its final calibrator keeps every local answer, so only
 the text checkpoint can send a request to the cloud.
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 from fallback.ledger import Ledger
 from tests.edge_runtime.server.conftest import _cloud_gateway, running
-from tests.fallback.early_calibration import CONFIDENT_QUERY, HOPELESS_QUERY, calibration
+from benchmarks.early_calibration import CONFIDENT_QUERY, HOPELESS_QUERY, calibration
 
 
 @pytest.fixture()

@@ -5,7 +5,8 @@ Platt map (``fit_platt``) and an early threshold (``early_threshold``), trained 
 chromodynamics (the local model always wrong) and capitals (always right), so it escalates the former before
 the model runs. The token checkpoint (1) is a Platt map on the first token's log-probability, fitted so an
 unsure first token (p ~ 0.6) is escalated while the final calibrator (on the whole answer's mean
-log-probability) would keep such an answer. Used by the cascade's unit tests and the server's.
+log-probability) would keep such an answer. Used by the cascade's and the server's tests and by
+``benchmarks.early_escalation`` (a made-up calibration: what is measured is when the decision is taken).
 """
 
 from __future__ import annotations
