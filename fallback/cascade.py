@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from fallback.answer_confidence import answer_confidence
 from fallback.cascade_stream import StreamedRequest, traced
@@ -25,9 +26,11 @@ from fallback.cascade_types import CascadeRequest, CascadeResult, CascadeStream,
 from fallback.errors import (CloudUnavailableError, FallbackError, LedgerError, PrivacyRefusalError,
                              RequestRejectedError)
 from fallback.local_leg import LocalLeg, failure_kind
-from fallback.early import RunningDecision
 from fallback.local_run import hopeless_run, refuse_unanswerable, run_whole
 from fallback.policy import Decision, LocalOutcome, PolicyConfig, Route, RouteTaken, decide
+
+if TYPE_CHECKING:
+    from fallback.early import RunningDecision
 
 __all__ = ["Cascade", "CascadeRequest", "CascadeResult", "CascadeStream", "CloudUnavailableError", "LocalRun",
            "StreamPiece", "failure_kind"]
@@ -41,7 +44,6 @@ class Cascade:
     def __init__(self, local: LocalLeg, gateway=None, policy: PolicyConfig | None = None, ledger=None,
                  calibrator=None, commit_after_tokens: int = 8, tracer=None, hold_min_tokens: int = 2,
                  hold_margin: float = 0.1, early: bool = True) -> None:
-        from fallback.early_request import RequestCheckpoints
         from fallback.tracing import RequestTracer
 
         self.local, self.gateway, self.ledger, self.calibrator = local, gateway, ledger, calibrator
@@ -50,7 +52,7 @@ class Cascade:
         self.commit_after_tokens = commit_after_tokens  # the longest hold before a stream commits
         self.hold_min_tokens, self.hold_margin = hold_min_tokens, hold_margin
         # the calibration's running checkpoints (``early``: off when a fixed threshold overrides the calibration)
-        self.checkpoints = RequestCheckpoints.of(calibrator) if early else None
+        self.checkpoints = _checkpoints(calibrator) if early and calibrator is not None else None
 
     # -- confidence ------------------------------------------------------------------------------------------
     def confidence_of(self, result, request: CascadeRequest | None = None) -> float | None:
@@ -261,6 +263,12 @@ class Cascade:
         providers = self.gateway.config.providers
         named = [provider for provider in providers if cloud is not None and provider.name == cloud.provider]
         return (named or providers or [None])[0]
+
+
+def _checkpoints(calibrator):
+    from fallback.early_request import RequestCheckpoints  # numpy: only with a calibration loaded
+
+    return RequestCheckpoints.of(calibrator)
 
 
 def _refuse_contradiction(request: CascadeRequest) -> None:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from fallback.early import RunningDecision
 from fallback.local_leg import LocalToken
 from fallback.cascade_types import LocalRun
 from fallback.policy import Decision, LocalOutcome, PolicyConfig, Route, decide, stop_early
+
+if TYPE_CHECKING:
+    from fallback.early import RunningDecision
 
 
 @dataclass(frozen=True)
