@@ -14,6 +14,7 @@ the scheduler between decodes. The worker exits when the pipe closes: it never o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import threading
@@ -75,9 +76,11 @@ class StepOutbox:
 
 
 def backend_info(backend) -> dict:
-    """What the parent needs without asking again: sizes, template, special tokens and the capabilities."""
+    """What the parent needs without asking again: sizes, template, special tokens and the capabilities (less
+    hidden states: recording them is not forwarded across the process boundary yet)."""
+    capabilities = dataclasses.replace(backend.capabilities, hidden_states=False)
     return {"format": backend.format, "n_ctx": backend.n_ctx, "n_vocab": backend.n_vocab,
-            "capabilities": backend.capabilities, "chat_template": backend.chat_template(),
+            "capabilities": capabilities, "chat_template": backend.chat_template(),
             "special_tokens": backend.special_tokens(), "pid": os.getpid()}
 
 

@@ -22,14 +22,14 @@ def loaded(bundled_path):
 def test_declares_grammar_prefix_store_and_speculation_one_request_at_a_time(loaded):
     assert type(loaded.backend).__name__ == "LlamaCppBackend" and isinstance(loaded.backend, Backend)
     assert loaded.backend.capabilities == Capabilities(grammar=True, prefix_store=True, speculation=True,
-                                                       concurrent=False, max_top_logprobs=20)
+                                                       concurrent=False, max_top_logprobs=20, hidden_states=True)
     assert loaded.backend.ready and loaded.ready
 
 
 def test_settings_that_turn_features_off_are_declared(bundled_path):
     settings = LoadSettings(n_ctx=256, prefix_cache=False, speculative=False)
     with Runtime.load(bundled_path, settings=settings) as runtime:
-        assert runtime.backend.capabilities == Capabilities(grammar=True)
+        assert runtime.backend.capabilities == Capabilities(grammar=True, hidden_states=True)
         assert runtime.cache_prefix("A system prompt that would be worth keeping.") == 0
         assert runtime.backend.stats().prefix_cache.store_entries == 0
 

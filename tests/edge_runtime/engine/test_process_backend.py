@@ -121,3 +121,11 @@ def test_a_fresh_engine_that_crashes_restarts_one_step_down_and_remembers(bundle
     # the verdict is kept (in this session's verdict file): plan / models read it without probing
     remembered = cached_choice(bundled_path, settings)
     assert any("SIGSEGV" in note for note in remembered["notes"]) and remembered["status"] == "probe passed"
+
+
+def test_hidden_states_are_declared_only_where_they_can_be_recorded(isolated, in_process):
+    """The in-process llama.cpp backend records hidden states; across the process boundary they are not
+    forwarded, so the engine's client must not claim them (the evaluation would call ``record_hidden``)."""
+    assert in_process.backend.capabilities.hidden_states
+    assert not isolated.backend.capabilities.hidden_states
+    assert isolated.backend.capabilities.grammar == in_process.backend.capabilities.grammar
