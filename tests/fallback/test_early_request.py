@@ -8,30 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from fallback.cascade import Cascade, CascadeRequest
 from fallback.early_request import RequestCheckpoints
 from fallback.policy import PolicyConfig
 from benchmarks.early_calibration import CONFIDENT_QUERY, HOPELESS_QUERY, calibration
-from fallback.ledger import Ledger
 from tests.fallback.test_cascade import CLOUD_ANSWER, FakeLocalLeg, gateway_for, only_row
+from tests.fallback.test_cascade import cloud, ledger  # noqa: F401 - the same fixtures (a loopback cloud, a ledger)
 
 LONG = [f" w{index}" for index in range(12)]
-
-
-@pytest.fixture()
-def cloud():
-    from benchmarks.loopback_cloud import LoopbackCloud
-
-    with LoopbackCloud(answer_fn=lambda body: CLOUD_ANSWER) as loopback:
-        yield loopback
-
-
-@pytest.fixture()
-def ledger(tmp_path):
-    with Ledger(tmp_path / "ledger.sqlite3") as opened:
-        yield opened
 
 
 def cascade_for(local, cloud=None, ledger=None, **calibration_options) -> Cascade:
