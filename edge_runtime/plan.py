@@ -60,13 +60,18 @@ class ContextShape:
     n_ubatch: int  # tokens per micro-batch inside a call
     n_outputs_max: int  # logits rows one decode may ask for
     flash_attn: bool | None
+    # one KV buffer shared by every sequence (the batched backend): a decode step of any set of sequences is one
+    # micro-batch, where separate per-sequence buffers split it at every gap in the sequence ids (4 requests in
+    # slots 0, 2, 5, 7 cost as much as 8); a sequence then attends over every used cell, masked
+    kv_unified: bool = False
 
 
 def context_shape(settings: LoadSettings) -> ContextShape:
     sequences = settings.n_parallel + 1 if settings.n_parallel > 1 else 1
     n_ubatch = min(settings.n_batch, max(MIN_UBATCH, MAX_UBATCH_SCORE_CELLS // padded_cells(settings.n_ctx)))
     return ContextShape(sequences, settings.n_ctx * sequences, settings.n_batch, n_ubatch,
-                        max(OUTPUT_ROWS, sequences), settings.flash_attn)  # llama.cpp reserves a row per sequence
+                        max(OUTPUT_ROWS, sequences), settings.flash_attn,  # llama.cpp reserves a row per sequence
+                        kv_unified=sequences > 1)
 
 
 @dataclass
@@ -137,7 +142,8 @@ def compute_bytes(header: GGUFHeader, shape: ContextShape) -> int:
     (scores of every head against every cell in f32 and their f16 copy for the value product, unless flash
     attention; the masks), the feed-forward stage, or the logits of ``n_outputs_max`` rows."""
     dims = _dimensions(header)
-    cells = padded_cells(shape.n_ctx // shape.n_seq_max)  # a sequence attends to its own cells only
+    # a sequence attends to its own cells, or, in a unified buffer, to every cell (the others masked)
+    cells = padded_cells(shape.n_ctx if shape.kv_unified else shape.n_ctx // shape.n_seq_max)
     scores_per_cell = 0 if shape.flash_attn else dims.n_head * (4 + 2)
     attention = shape.n_ubatch * cells * (scores_per_cell + 8)
     feed_forward = shape.n_ubatch * (3 * dims.n_ff + 4 * dims.n_embd) * 4

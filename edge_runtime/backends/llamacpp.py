@@ -409,7 +409,7 @@ def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int) -> tuple[
         context = NativeContext(model, n_ctx=settings.n_ctx * n_seq_max, n_batch=settings.n_batch,
                                 n_threads=settings.n_threads or default_threads(), n_seq_max=n_seq_max,
                                 flash_attn=settings.flash_attn, n_ubatch=shape.n_ubatch,
-                                n_outputs_max=shape.n_outputs_max)
+                                n_outputs_max=shape.n_outputs_max, kv_unified=shape.kv_unified)
     except BackendError:
         model.close()
         raise

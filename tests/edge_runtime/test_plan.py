@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from edge_runtime.caps import Caps, LoadSettings
 from edge_runtime.errors import BackendError
 from edge_runtime.gguf_file import read_header
-from edge_runtime.plan import MIN_UBATCH, OUTPUT_ROWS, context_shape, plan_gguf
+from edge_runtime.plan import MIN_UBATCH, OUTPUT_ROWS, compute_bytes, context_shape, plan_gguf
 
 CAPITALS = "Q: What is the capital of France?\nA: Paris\n\nQ: What is the capital of Italy?\nA:"
 
@@ -24,6 +26,20 @@ def test_every_sequence_gets_a_logits_row(parallel):
     """llama.cpp aborts the process when a context reserves fewer rows than it has sequences."""
     shape = context_shape(LoadSettings(n_parallel=parallel))
     assert shape.n_outputs_max >= max(shape.n_seq_max, OUTPUT_ROWS)
+
+
+def test_a_batched_context_shares_one_kv_buffer_and_the_plan_counts_attention_over_all_of_it(bundled_path):
+    """Separate per-sequence buffers split a step at every gap in the sequence ids (4 requests in slots 0, 2, 5
+    and 7 decoded as slowly as 8); one shared buffer makes a step one micro-batch, and a sequence then attends
+    over every used cell, so the plan's attention stage spans the whole buffer."""
+    assert not context_shape(LoadSettings()).kv_unified
+    header = read_header(bundled_path)
+    settings = LoadSettings(n_ctx=2048, n_parallel=4, flash_attn=False)
+    shape = context_shape(settings)
+    assert shape.kv_unified and shape.n_ctx == 5 * 2048
+    separate = compute_bytes(header, dataclasses.replace(shape, kv_unified=False))
+    assert compute_bytes(header, shape) > separate
+    assert plan_gguf(header, settings, Caps()).compute_bytes == compute_bytes(header, shape)
 
 
 def test_parts_add_up_and_the_prefix_store_counts_only_when_on(bundled_path):

@@ -37,3 +37,8 @@ def test_stats_after_concurrent_generations(batched):
     assert stats.queue_depth == (0, 0)
     assert stats.prefix_cache is not None and stats.prefix_cache.bytes_held > 0
     assert stats.engine_state == "ready"
+
+
+def test_the_context_shares_one_kv_buffer_across_sequences(batched):
+    """Why: see ``edge_runtime.plan.ContextShape.kv_unified``; the load must create what the plan sized."""
+    assert batched.backend.context.kv_unified
