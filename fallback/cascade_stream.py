@@ -50,7 +50,7 @@ class StreamedRequest:
             if opened is not None:
                 return opened
         bridge = LocalStreamBridge(cascade.local, request, cascade.confidence_of_tokens)
-        hold = self._hold()
+        hold = self._hold(escalable=cascade.gateway is not None and request.cloud_usable)
         held = await bridge.hold(hold.done)
         decision = hold.decision(bridge.tokens, bridge.run() if bridge.ended() else None)
         if verdict is not None and not bridge.failed():
@@ -76,9 +76,13 @@ class StreamedRequest:
         except FallbackError as exc:
             return None, f"the cloud failed before answering: {type(exc).__name__}: {exc}"
 
-    def _hold(self) -> StreamHold:
+    def _hold(self, escalable: bool) -> StreamHold:
+        """The hold of this request. One that cannot reach the cloud (none configured, ``never_send``) holds only
+        its first token: its route is local whatever the tokens say, so waiting for a decision would only delay
+        the stream; the policy's view still ends in ``policy_wanted_cloud``."""
         cascade, request = self.cascade, self.request
-        return StreamHold(cascade.policy, request.route, lambda tokens: cascade.confidence_of_tokens(tokens, request),
+        route = request.route if escalable else Route.LOCAL
+        return StreamHold(cascade.policy, route, lambda tokens: cascade.confidence_of_tokens(tokens, request),
                           cascade.commit_after_tokens, cascade.hold_min_tokens, cascade.hold_margin,
                           lambda tokens, ended: cascade.running_verdict(request, tokens, ended))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -153,11 +154,34 @@ def test_the_hold_decision_uses_the_threshold_on_the_held_tokens(cloud):
     assert escalated.local.runtime.backend.generated < 32, "local decoding stops at the escalation"
 
 
-def test_no_cloud_means_local_degraded_in_the_header_and_the_body():
+def test_no_cloud_streams_at_once_and_says_the_policy_wanted_the_cloud():
+    """A whole answer the policy would escalate is ``local-degraded`` when no cloud is configured; a stream cannot
+    be escalated either, so it holds only its first token (no wait for a decision that changes nothing), says
+    ``local`` and marks ``policy_wanted_cloud``."""
     cascade = Cascade(runtime_for(b" Paris.", 0.99), None, PolicyConfig(threshold=1.0))
     route, pieces, result = stream(cascade, max_tokens=16)
-    assert route == result.route_taken == "local-degraded" and "".join(p.text for p in pieces) == " Paris."
+    assert route == result.route_taken == "local" and "".join(p.text for p in pieces) == " Paris."
+    assert result.policy_wanted_cloud and result.decision.escalate
     assert complete(cascade, max_tokens=16).route_taken == "local-degraded"
+
+
+def test_a_stream_without_a_cloud_is_not_held_for_a_decision():
+    """The backend pauses after its first token: a stream that holds tokens for a decision (as one with a cloud
+    does, up to 8) could not hand over its first piece before the pause ends."""
+    text = b" an answer that goes on for a while"
+    cascade = Cascade(runtime_for(text, 0.6, gate_after=1, gate_s=1.0), None, PolicyConfig(threshold=0.7))
+
+    async def first_piece_seconds() -> float:
+        started = time.perf_counter()
+        opened = await cascade.open_stream(CascadeRequest(prompt="Q?", max_tokens=16))
+        async for item in opened.items:
+            if isinstance(item, StreamPiece):
+                seconds = time.perf_counter() - started
+                break
+        await opened.items.aclose()
+        return seconds
+
+    assert asyncio.run(first_piece_seconds()) < 0.5
 
 
 def test_a_committed_stream_stays_local_and_says_the_policy_wanted_the_cloud(cloud):
