@@ -111,8 +111,8 @@ llama = Llama(model_path=sys.argv[1], verbose=False, **json.loads(sys.argv[3]))
 next(iter(llama.create_completion(sys.argv[2], max_tokens=1, stream=True)))
 print("FIRST", flush=True)
 """
-# what our defaults load with (edge_runtime.caps.LoadSettings): 2048 tokens of context, every core, no mmap
-MATCHED_OPTIONS = {"n_ctx": 2048, "use_mmap": False}
+# what our defaults load with (edge_runtime.caps.LoadSettings): 2048 tokens of context, every core, mmap
+MATCHED_OPTIONS = {"n_ctx": 2048, "use_mmap": True}
 
 
 @dataclass
@@ -229,10 +229,10 @@ def format_decode(decode: dict, ratios: dict) -> list[str]:
 
 
 COLD_LABELS = {
-    "ours_api": "edge-runtime `Runtime.load()` + first streamed token (defaults: n_ctx 2048, all cores, no mmap)",
+    "ours_api": "edge-runtime `Runtime.load()` + first streamed token (defaults: n_ctx 2048, all cores, mmap)",
     "ours_cli": "edge-runtime `edge-runtime run PROMPT --max-tokens 1` (first byte on stdout)",
     "llama_cpp_defaults": "llama-cpp-python `Llama(model_path, verbose=False)` + completion (n_ctx 512, mmap)",
-    "llama_cpp_matched": "llama-cpp-python with our settings (n_ctx 2048, all cores, use_mmap=False)",
+    "llama_cpp_matched": "llama-cpp-python with our settings (n_ctx 2048, all cores, mmap)",
 }
 
 

@@ -38,10 +38,13 @@ def _add_memory_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=256, help="tokens per decode call (default 256)")
     parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                         help="keep no saved prompt prefixes (the plan then counts no prefix store)")
+    parser.add_argument("--no-mmap", dest="use_mmap", action="store_false",
+                        help="read the model file into memory instead of mapping it (slower to load; a file "
+                             "overwritten in place while running cannot end the process)")
 
 
 def _memory_settings(args: argparse.Namespace) -> dict:
-    return {"n_ctx": args.ctx, "n_batch": args.batch, "prefix_cache": args.prefix_cache}
+    return {"n_ctx": args.ctx, "n_batch": args.batch, "prefix_cache": args.prefix_cache, "use_mmap": args.use_mmap}
 
 
 def caps_and_settings(args: argparse.Namespace):

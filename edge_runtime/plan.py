@@ -41,9 +41,10 @@ OUTPUT_ROWS = 8
 # scores would pass this many token-cells; longer contexts get smaller micro-batches (8,192 cells: 128 tokens)
 MAX_UBATCH_SCORE_CELLS = 1 << 20
 MIN_UBATCH = 32
-# Python 3.11 with numpy, pydantic and llama.cpp's shared libraries loaded, before a model (measured on Linux
-# x86-64: 60 MiB) plus what generation adds on the Python side (tokens, results, the numpy rows it copies)
-RUNTIME_BASE_BYTES = 72 * MiB
+# Python 3.11 with numpy, our runtime and llama.cpp's bindings and shared libraries loaded, before a model
+# (measured on Linux x86-64: 43 MiB; pydantic and the high-level llama_cpp package, which the load path no longer
+# imports, added 17 MiB) plus what generation adds on the Python side (tokens, results, the numpy rows it copies)
+RUNTIME_BASE_BYTES = 56 * MiB
 # llama.cpp's vocabulary in memory: token texts, scores, the text -> id map, the token-piece cache
 # (measured: 46 MiB for Gemma 3's 262,144 tokens)
 VOCAB_BYTES_PER_TOKEN = 192

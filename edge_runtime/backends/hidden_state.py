@@ -35,14 +35,14 @@ class HiddenRecorder:
 
 def set_embeddings(context, on: bool) -> None:
     """Turns llama.cpp's embeddings output of ``context`` (a ``NativeContext``) on or off."""
-    import llama_cpp
+    from edge_runtime.backends.llama_bindings import llama_cpp
 
     llama_cpp.llama_set_embeddings(context.pointer, on)
 
 
 def last_hidden(context, n_embd: int) -> np.ndarray:
     """A copy of the hidden state of the last decode's last output (embeddings must have been on)."""
-    import llama_cpp
+    from edge_runtime.backends.llama_bindings import llama_cpp
 
     from edge_runtime.errors import BackendError
 
@@ -54,6 +54,6 @@ def last_hidden(context, n_embd: int) -> np.ndarray:
 
 def embedding_size(model) -> int:
     """The width of ``model``'s (a ``NativeModel``) hidden state."""
-    import llama_cpp
+    from edge_runtime.backends.llama_bindings import llama_cpp
 
     return int(llama_cpp.llama_model_n_embd(model.pointer))

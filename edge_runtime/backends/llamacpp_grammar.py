@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ctypes
 
-import llama_cpp
 import numpy as np
 
+from edge_runtime.backends.llama_bindings import llama_cpp
 from edge_runtime.backends.base import SamplingParams
 from edge_runtime.errors import BackendError, InvalidRequestError
 

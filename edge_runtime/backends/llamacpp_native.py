@@ -11,9 +11,9 @@ import ctypes
 import os
 from pathlib import Path
 
-import llama_cpp
 import numpy as np
 
+from edge_runtime.backends.llama_bindings import llama_cpp
 from edge_runtime.errors import BackendError
 
 _silence_logs = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
@@ -244,6 +244,7 @@ def safe_high_level_llama(**kwargs) -> "llama_cpp.Llama":
     """llama-cpp-python's own ``Llama`` (for reference runs and benchmarks), with weights kept out of the extra
     buffer types where this CPU advertises AMX (``Llama`` has no option for it, so its default model parameters
     are adjusted for the duration of the construction)."""
+    import llama_cpp as package  # the whole package: this is llama-cpp-python's own high-level class
     import llama_cpp.llama_cpp as bindings
 
     from edge_runtime.engine.cpu import extra_buffers_safe, system_info
@@ -258,6 +259,6 @@ def safe_high_level_llama(**kwargs) -> "llama_cpp.Llama":
 
     bindings.llama_model_default_params = defaults
     try:
-        return llama_cpp.Llama(**kwargs)
+        return package.Llama(**kwargs)
     finally:
         bindings.llama_model_default_params = original

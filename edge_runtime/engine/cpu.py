@@ -18,7 +18,7 @@ _FEATURE = re.compile(r"([A-Z][A-Z0-9_]*)\s*=\s*(\d+)")
 @lru_cache(maxsize=1)
 def system_info() -> str:
     """llama.cpp's ``llama_print_system_info()`` for this process (the CPU features it detected)."""
-    import llama_cpp
+    from edge_runtime.backends.llama_bindings import llama_cpp
 
     from edge_runtime.backends.llamacpp_native import init_backend
 

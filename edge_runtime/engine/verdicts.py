@@ -33,11 +33,11 @@ class Verdict:
 def llama_build_id() -> str:
     """The llama.cpp build this process runs: the binding's version and its native libraries' names and sizes
     (not their times or folder: a one-file executable unpacks them afresh at every start)."""
-    import llama_cpp
+    from edge_runtime.backends.llama_bindings import llama_cpp, version
 
     library = Path(llama_cpp.__file__).parent / "lib"
     stats = sorted((path.name, path.stat().st_size) for path in library.glob("*.so*")) if library.is_dir() else []
-    return f"{llama_cpp.__version__}:{hashlib.sha256(repr(stats).encode()).hexdigest()[:12]}"
+    return f"{version()}:{hashlib.sha256(repr(stats).encode()).hexdigest()[:12]}"
 
 
 def file_identity(path: Path) -> list:
