@@ -12,7 +12,10 @@ answer that reaches its end is judged by the task's final calibrator, as before.
 
 A checkpoint's threshold is chosen on the calibration answers so that what it escalates early is no more
 often right than what the final rule escalates (``early_threshold``): deciding early saves time without
-sending the cloud answers the final rule would have kept. The checkpoints travel in the final calibrator's
+sending the cloud answers the final rule would have kept. The text checkpoint is the exception: its
+calibrator predicts the final rule's own decision from the query text (P(the final rule keeps it local)) and
+its threshold escalates where most of what it escalates would be escalated at the end anyway, so it trades a
+few extra cloud calls for deciding before the model runs. The checkpoints travel in the final calibrator's
 file, under ``extra["running"]`` (``RunningCalibration.to_dict``), so one file serves both decisions and a
 runtime that knows nothing of them still loads it. Pure functions and numpy; no model, no I/O.
 """
