@@ -31,8 +31,7 @@ def _stand_in_package() -> types.ModuleType:
         if name.startswith("__") and name not in ("__version__", "__all__"):
             raise AttributeError(name)
         del package.__dict__["__getattr__"]
-        source = Path(spec.origin).read_text(encoding="utf-8")
-        exec(compile(source, spec.origin, "exec"), package.__dict__)  # noqa: S102 - the package's own __init__
+        spec.loader.exec_module(package)  # the package's own __init__, into this module
         return getattr(package, name)
 
     package.__getattr__ = complete
@@ -40,7 +39,9 @@ def _stand_in_package() -> types.ModuleType:
 
 
 def _bindings() -> types.ModuleType:
-    if "llama_cpp.llama_cpp" not in sys.modules and "llama_cpp" not in sys.modules:
+    # a frozen program (PyInstaller) imports the whole package: its importer and hooks expect the real one
+    frozen = getattr(sys, "frozen", False)
+    if not frozen and "llama_cpp.llama_cpp" not in sys.modules and "llama_cpp" not in sys.modules:
         sys.modules["llama_cpp"] = _stand_in_package()
     import llama_cpp.llama_cpp as bindings
 
@@ -48,13 +49,25 @@ def _bindings() -> types.ModuleType:
 
 
 def version() -> str:
-    """llama-cpp-python's version, read from its ``__init__`` without running it."""
+    """llama-cpp-python's version: the package's own when it has run, else read from its ``__init__`` without
+    running it, else from the installed distribution's metadata."""
     package = sys.modules.get("llama_cpp")
     if package is not None and "__version__" in package.__dict__:
         return package.__dict__["__version__"]
-    origin = Path(llama_cpp.__file__).with_name("__init__.py")
-    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", origin.read_text(encoding="utf-8"))
-    return found.group(1) if found else "unknown"
+    try:
+        source = Path(llama_cpp.__file__).with_name("__init__.py").read_text(encoding="utf-8")
+        found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", source)
+        if found:
+            return found.group(1)
+    except OSError:
+        pass
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as distribution_version
+
+    try:
+        return distribution_version("llama_cpp_python")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 llama_cpp = _bindings()
