@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -26,13 +27,23 @@ def _stand_in_package() -> types.ModuleType:
     package.__loader__ = spec.loader
     package.__path__ = list(spec.submodule_search_locations)
 
+    lock, ran = threading.RLock(), []
+
     def complete(name: str):
-        """Runs the real ``__init__`` once, when something asks for what only it defines."""
+        """Runs the real ``__init__`` once, when something asks for what only it defines. Other threads asking
+        meanwhile wait for that run; a lookup from inside the run itself finds what is defined so far."""
         if name.startswith("__") and name not in ("__version__", "__all__"):
             raise AttributeError(name)
-        del package.__dict__["__getattr__"]
-        spec.loader.exec_module(package)  # the package's own __init__, into this module
-        return getattr(package, name)
+        with lock:
+            if not ran:
+                ran.append(True)
+                try:
+                    spec.loader.exec_module(package)  # the package's own __init__, into this module
+                finally:
+                    package.__dict__.pop("__getattr__", None)
+        if name in package.__dict__:
+            return package.__dict__[name]
+        raise AttributeError(f"module 'llama_cpp' has no attribute {name!r}")
 
     package.__getattr__ = complete
     return package

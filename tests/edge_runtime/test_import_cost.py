@@ -42,3 +42,24 @@ def test_the_full_command_line_still_lists_every_subcommand():
 
     choices = build_parser()._subparsers._group_actions[0].choices
     assert {"run", "plan", "models", "serve"} <= set(choices)
+
+
+def test_loading_a_model_imports_neither_pydantic_nor_the_high_level_llama_cpp():
+    """The load path (caps, plan, backend) stands on llama.cpp's ctypes bindings alone."""
+    loaded = modules_after("from edge_runtime.caps import Caps, LoadSettings\n"
+                           "from edge_runtime.backends import llamacpp_native\nCaps(); LoadSettings()")
+    assert "llama_cpp" in loaded and not loaded & {"pydantic", "jinja2"}, sorted(loaded)
+    full = subprocess.run([sys.executable, "-c", "import sys\nfrom edge_runtime.backends import llamacpp_native\n"
+                           "print('llama_cpp.llama' in sys.modules)"], capture_output=True, text=True, cwd=REPO,
+                          timeout=60, check=True)
+    assert full.stdout.strip() == "False"
+
+
+def test_an_app_still_gets_the_whole_llama_cpp_package():
+    """The stand-in package runs llama-cpp-python's own ``__init__`` when an app asks for what only it has."""
+    script = ("from edge_runtime.backends.llama_bindings import llama_cpp as bindings, version\n"
+              "from llama_cpp import Llama\nimport llama_cpp\n"
+              "print(Llama.__name__, llama_cpp.__version__ == version(), llama_cpp.llama_cpp is bindings)")
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                              timeout=60, check=True)
+    assert finished.stdout.split() == ["Llama", "True", "True"]
