@@ -1,8 +1,10 @@
-"""Loopback ports for the servers that tests and benchmarks start: one helper instead of a copy per script."""
+"""The loopback servers that tests and benchmarks start: a free port for one, and stopping one (helpers instead
+of a copy per script)."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 
 
 def free_port() -> int:
@@ -10,3 +12,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def stop_server(process: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Asks a server process to end (SIGTERM) and waits; kills it if it has not ended within ``timeout_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)

@@ -35,6 +35,8 @@ import time
 
 import httpx
 
+from benchmarks.ports import stop_server
+
 PROMPTS = ["The lighthouse keeper climbed the stairs and", "A bicycle gear works by", "Five uses for a paperclip:",
            "The water cycle begins when", "A good cup of tea needs", "The heist began at midnight, when",
            "My advice to someone learning to cook is", "Cats purr because"]
@@ -145,17 +147,9 @@ def start(command: list[str], port: int) -> tuple[subprocess.Popen, str]:
         wait_ready(url, process)
         asyncio.run(load_level(url, 1, 2, 8))  # warm-up
     except BaseException:
-        stop(process)
+        stop_server(process)
         raise
     return process, url
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def measure_level(name: str, url: str, mode: str, clients: int, args: argparse.Namespace, round_: int) -> dict:
@@ -277,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = interleaved_rows(urls, args)
         finally:
             for process in processes:
-                stop(process)
+                stop_server(process)
     found = ratios(rows)
     print(format_table(rows))
     print()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from benchmarks.ports import free_port
+from benchmarks.ports import free_port, stop_server
 
 ALLOWED_ERRORS = {"HTTP 429", "HTTP 503"}
 PROMPTS = ["Q: What is the capital of France?\nA:", "Write one sentence about the sea.",
@@ -182,7 +182,7 @@ def start_server(args: argparse.Namespace, stack: ExitStack) -> tuple[str, int]:
     command = [sys.executable, "-m", "edge_runtime.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--parallel", str(args.parallel), "--queue", str(args.queue), "--ctx", "1024", "--no-ledger"]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stack.callback(_stop, server)
+    stack.callback(stop_server, server)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -195,15 +195,6 @@ def start_server(args: argparse.Namespace, stack: ExitStack) -> tuple[str, int]:
             pass
         time.sleep(0.5)
     raise SystemExit("soak: the server did not become healthy within 300 s")
-
-
-def _stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=30)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -62,17 +62,26 @@ class Cascade:
         """The (calibrated, when a calibrator is loaded) confidence of an answer's tokens, or of its first ones."""
         return answer_confidence(tokens, request.response_format if request is not None else None, self.calibrator)
 
-    def prompt_verdict(self, request: CascadeRequest) -> RunningDecision | None:
-        """The text checkpoint's escalation of an auto-routed request of the calibration's task (None: go on)."""
+    def can_escalate(self, request: CascadeRequest) -> bool:
+        """Whether this request could go to the cloud at all: a cloud is configured and the request allows it."""
+        return self.gateway is not None and request.cloud_usable
+
+    def _checkpoints_for(self, request: CascadeRequest):
+        """The calibration's checkpoints when they judge this request (auto-routed, of their task), else None."""
         checkpoints = self.checkpoints
         if checkpoints is None or request.route != Route.AUTO or not checkpoints.applies(request.task):
             return None
-        return checkpoints.text_verdict(request.query)
+        return checkpoints
+
+    def prompt_verdict(self, request: CascadeRequest) -> RunningDecision | None:
+        """The text checkpoint's escalation of an auto-routed request of the calibration's task (None: go on)."""
+        checkpoints = self._checkpoints_for(request)
+        return checkpoints.text_verdict(request.query) if checkpoints is not None else None
 
     def running_verdict(self, request: CascadeRequest, tokens, ended: bool = False) -> RunningDecision | None:
         """The token checkpoints' escalation of a stream's first ``tokens`` (None: no checkpoint escalates)."""
-        checkpoints = self.checkpoints
-        if checkpoints is None or request.route != Route.AUTO or not checkpoints.applies(request.task):
+        checkpoints = self._checkpoints_for(request)
+        if checkpoints is None:
             return None
         return checkpoints.token_verdict(request.query, tokens, request.response_format, ended)
 
@@ -109,7 +118,7 @@ class Cascade:
         if request.route == Route.CLOUD or self._local_starting(request):
             return self._skipped_run(request)
         verdict = self.prompt_verdict(request)
-        if verdict is not None and self.gateway is not None and request.cloud_usable:
+        if verdict is not None and self.can_escalate(request):
             return hopeless_run(request, verdict.confidence)
         run = await asyncio.to_thread(self.run_local, request, cancel)
         return run if verdict is None else hopeless_run(request, verdict.confidence, run)
@@ -127,7 +136,7 @@ class Cascade:
 
     def _local_starting(self, request: CascadeRequest) -> bool:
         """True when the local engine is starting or restarting and the cloud can take the request now."""
-        return self.gateway is not None and request.cloud_usable and not self.local.ready
+        return self.can_escalate(request) and not self.local.ready
 
     @staticmethod
     def _skipped_run(request: CascadeRequest) -> LocalRun:

@@ -45,17 +45,17 @@ class StreamedRequest:
                 cascade._record_failure(request, run, decision, exc, self.span)
                 raise
         verdict, cloud_failed = cascade.prompt_verdict(request), None
-        if verdict is not None and cascade.gateway is not None and request.cloud_usable:
+        if verdict is not None and cascade.can_escalate(request):
             opened, cloud_failed = await self._hopeless_to_cloud(verdict.confidence)
             if opened is not None:
                 return opened
         bridge = LocalStreamBridge(cascade.local, request, cascade.confidence_of_tokens)
-        hold = self._hold(escalable=cascade.gateway is not None and request.cloud_usable)
+        hold = self._hold(escalable=cascade.can_escalate(request))
         held = await bridge.hold(hold.done)
         decision = hold.decision(bridge.tokens, bridge.run() if bridge.ended() else None)
         if verdict is not None and not bridge.failed():
             decision = decide(hopeless_run(request, verdict.confidence).outcome, cascade.policy)
-        if decision.escalate and cascade.gateway is not None and request.cloud_usable and cloud_failed is None:
+        if decision.escalate and cascade.can_escalate(request) and cloud_failed is None:
             return await self._escalate(bridge, held, decision)
         never_send = "request is tagged never_send" if request.never_send else None
         if bridge.failed():  # say so before any header is sent, not in-band after a 200

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from fallback.calibration import Calibrator
 from fallback.early import TEXT_CHECKPOINT, RunningCalibration, RunningDecision
@@ -75,10 +76,19 @@ def _verdict(calibrator: Calibrator, tokens: int, signals: dict[str, float]) -> 
 
 def text_signals(calibrator: Calibrator, query: str) -> dict[str, float]:
     """What the query text alone gives ``calibrator``: its text probes' logits and the question word."""
-    from fallback.probe import probe_signals, probes_of, text_vector
-    from fallback.tasks import query_signals, query_text
+    from fallback.probe import probe_signals, probes_of
+    from fallback.tasks import query_signals
 
     probes = [probe for probe in probes_of(calibrator) if probe.source == "text"]
-    vector = text_vector(query_text(query) or query)
+    vector = _query_vector(query)
     return probe_signals(probes, lambda _: vector) | query_signals(query)
+
+
+@lru_cache(maxsize=64)
+def _query_vector(query: str):
+    """The query's hashed trigrams, once per query: a stream's hold asks at every checkpoint of every token."""
+    from fallback.probe import text_vector
+    from fallback.tasks import query_text
+
+    return text_vector(query_text(query) or query)
 

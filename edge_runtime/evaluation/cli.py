@@ -33,13 +33,18 @@ def _add_calibrate(subparsers) -> None:
     parser.add_argument("--model", default=None, help="local GGUF model (default: bundled)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for the local model (default 1)")
     parser.add_argument("--cache", type=Path, default=None, help="local-answer cache (default OUT.answers.jsonl)")
+    _add_threshold_target(parser, "the items")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
+    parser.set_defaults(handler=guarded(calibrate_command))
+
+
+def _add_threshold_target(parser: argparse.ArgumentParser, items: str) -> None:
+    """How the calibrated threshold is chosen: a kept-local accuracy, or a share of ``items`` escalated."""
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--target-accuracy", type=float, default=None,
                         help="threshold: lowest whose kept-local answers reach this accuracy (default 0.9)")
     target.add_argument("--target-cloud-share", type=float, default=None,
-                        help="threshold: escalate this share of the items")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
-    parser.set_defaults(handler=guarded(calibrate_command))
+                        help=f"threshold: escalate this share of {items}")
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
@@ -73,11 +78,7 @@ def _add_eval(subparsers) -> None:
     parser.add_argument("--cloud-price-out", type=float, default=10.0, help="USD per 1M output tokens (default 10)")
     parser.add_argument("--cloud-latency", type=float, default=0.3, help="cloud seconds per request (default 0.3)")
     parser.add_argument("--concurrency", type=int, default=16, help="cloud requests in flight (default 16)")
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--target-accuracy", type=float, default=None,
-                        help="threshold: lowest whose kept-local answers reach this accuracy (default 0.9)")
-    target.add_argument("--target-cloud-share", type=float, default=None,
-                        help="threshold: escalate this share of the calibration items")
+    _add_threshold_target(parser, "the calibration items")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 50/50 split and the CV folds")
     parser.add_argument("--no-prefix-cache", action="store_true",
                         help="prefill every prompt from scratch (default: each task's few-shot block is kept)")
