@@ -4,14 +4,16 @@ llama.cpp's logits depend slightly on how a prompt was split into decode batches
 model: up to ~0.8 in a logit when the last few prompt tokens are decoded apart from the rest, with or without
 flash attention or weight repacking), so reusing a cached prefix can flip a near-tie. A greedy path counts as
 the same when the tokens are identical, or when they first differ where the reference's choice and the other
-run's choice were within ``NEAR_TIE`` nats of each other.
+run's choice were within ``NEAR_TIE`` nats of each other. On an Intel Xeon VM (AVX-512 kernels, weights out of
+the extra buffer types) a restored prefix flipped a choice 0.34 nats apart; a broken restore (the wrong KV
+state) moves the choices by whole nats.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-NEAR_TIE = 0.3
+NEAR_TIE = 0.5
 
 
 def assert_same_greedy_path(reference: Sequence[str], other: Sequence[str],
