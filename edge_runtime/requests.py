@@ -12,6 +12,7 @@ from edge_runtime.errors import InvalidRequestError
 
 MAX_STOP_SEQUENCES = 16
 MAX_TOP_LOGPROBS = 20
+MAX_RECORDED_HIDDEN = 64  # generated tokens whose hidden states one request may record (each a decode of its own)
 ABSURD_MAX_TOKENS = 1_000_000
 
 
@@ -57,6 +58,15 @@ def max_tokens_value(max_tokens: object, n_ctx: int) -> int:
     if max_tokens > min(ABSURD_MAX_TOKENS, n_ctx):
         raise InvalidRequestError(f"max_tokens is {max_tokens:,}; the model's context holds {n_ctx:,} tokens")
     return max_tokens
+
+
+def record_hidden_value(value: object) -> int | None:
+    """How many generated tokens' hidden states a request records (None: none, not even the prompt's)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RECORDED_HIDDEN:
+        raise InvalidRequestError(f"record_hidden must be an integer from 0 to {MAX_RECORDED_HIDDEN}, got {value!r}")
+    return value
 
 
 def sampling_values(temperature: object, top_p: object, top_k: object, top_logprobs: object) -> None:

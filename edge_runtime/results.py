@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "deadline", "cancelled"]
 
@@ -30,17 +30,23 @@ class TokenLogprob:
     text: str
     logprob: float
     top: tuple[TopLogprob, ...] = ()
+    hidden: Any = field(default=None, repr=False, compare=False)  # see ``TokenStep.hidden``; never serialised
 
 
 @dataclass(frozen=True)
 class TokenStep:
-    """What a backend yields per decoded token: id, raw bytes and log-probabilities."""
+    """What a backend yields per decoded token: id, raw bytes and log-probabilities.
+
+    ``hidden``: on request (``SamplingParams.record_hidden``), the model's final hidden state the token was
+    chosen from, a float32 numpy vector (the prompt's last position for the first token, the previous token's
+    for the others); None otherwise."""
 
     token_id: int
     piece: bytes
     logprob: float
     top: tuple[tuple[int, float], ...] = ()
     is_end_of_generation: bool = False
+    hidden: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -92,6 +98,8 @@ class GenerationResult:
 
     def to_dict(self) -> dict:
         record = asdict(self)
+        for token in record["tokens"]:
+            del token["hidden"]
         record["usage"]["total_tokens"] = self.usage.total_tokens
         record["confidence"] = self.confidence
         record["mean_logprob"] = self.mean_logprob

@@ -128,14 +128,18 @@ class Runtime:
     def stream(self, prompt: object = None, *, messages: object = None, max_tokens: int = 256,
                temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
                stop: object = None, top_logprobs: int = 0, ttft_deadline_s: float | None = None,
-               total_deadline_s: float | None = None, grammar: str | None = None) -> GenerationStream:
+               total_deadline_s: float | None = None, grammar: str | None = None,
+               record_hidden: int | None = None) -> GenerationStream:
         """Starts a generation; arguments are checked now, tokens flow as the stream is iterated. A request
-        the backend cannot serve as asked (a grammar on ONNX) raises ``UnsupportedCapabilityError``."""
+        the backend cannot serve as asked (a grammar on ONNX) raises ``UnsupportedCapabilityError``.
+        ``record_hidden``: the final hidden state each of the first ``record_hidden + 1`` tokens was chosen
+        from rides on its ``TokenLogprob.hidden`` (a numpy vector; llama.cpp backends)."""
         checks.sampling_values(temperature, top_p, top_k, top_logprobs)
         requested = checks.max_tokens_value(max_tokens, self.backend.n_ctx)
         stops = checks.stop_sequences(stop)
         sampling = SamplingParams(float(temperature), float(top_p), top_k, seed, top_logprobs,
-                                  min(requested, self.caps.max_output_tokens), grammar)
+                                  min(requested, self.caps.max_output_tokens), grammar,
+                                  checks.record_hidden_value(record_hidden))
         self._require_capabilities(sampling)
         prompt_ids, dropped = self._prompt_ids(prompt, messages)
         notes = [f"prompt truncated: kept the last {len(prompt_ids):,} tokens, dropped {dropped:,}"] if dropped else []
@@ -273,7 +277,8 @@ class _Recorder:
             self.deadlines.saw_first_token()
         piece = self.runtime.backend.token_piece
         token = TokenLogprob(step.token_id, step.piece.decode("utf-8", "replace"), step.logprob,
-                             tuple(TopLogprob(tid, piece(tid).decode("utf-8", "replace"), lp) for tid, lp in step.top))
+                             tuple(TopLogprob(tid, piece(tid).decode("utf-8", "replace"), lp) for tid, lp in step.top),
+                             step.hidden)
         if not step.is_end_of_generation:
             self.tokens.append(token)
         return token

@@ -33,6 +33,9 @@ class SamplingParams:
     top_logprobs: int = 0
     max_tokens: int = 256
     grammar: str | None = None  # GBNF; the backend only offers tokens the grammar allows
+    # the final hidden states of the prompt's last token and of the first ``record_hidden`` generated tokens
+    # travel on the ``TokenStep``s chosen from them (a backend with ``Capabilities.hidden_states``)
+    record_hidden: int | None = None
 
 
 ShouldAbort = Callable[[], bool]
@@ -45,8 +48,9 @@ class Capabilities:
     ``grammar``: ``SamplingParams.grammar`` (GBNF) constrains sampling. ``prefix_store``: ``cache_prefix`` keeps
     prefix KV states beyond the live cache. ``speculation``: greedy decoding verifies drafts in batches.
     ``concurrent``: requests may run at the same time (continuous batching), so the runtime does not serialise
-    them. ``max_top_logprobs``: how many alternatives per token it reports. ``hidden_states``: it records the model's
-    final hidden states on request (``record_hidden``; read by the evaluation's probes)."""
+    them. ``max_top_logprobs``: how many alternatives per token it reports. ``hidden_states``: it hands back the model's
+    final hidden states on request (``SamplingParams.record_hidden``, on the ``TokenStep``s; read by the
+    calibration's hidden-state probes)."""
 
     grammar: bool = False
     prefix_store: bool = False
@@ -59,6 +63,8 @@ class Capabilities:
         """(capability, detail) of the first thing ``sampling`` asks for that this backend cannot do, or None."""
         if sampling.grammar and not self.grammar:
             return "grammar", "constrained output (response_format json_object / json_schema, or a grammar)"
+        if sampling.record_hidden is not None and not self.hidden_states:
+            return "hidden_states", "the model's hidden states (a hidden-state probe's calibration)"
         if sampling.top_logprobs > self.max_top_logprobs:
             return "top_logprobs", f"{sampling.top_logprobs} alternatives per token; it reports at most " \
                                    f"{self.max_top_logprobs}"

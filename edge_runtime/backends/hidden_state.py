@@ -32,6 +32,17 @@ class HiddenRecorder:
         """Whether the decode of the ``produced``-th generated token (0-based) is recorded."""
         return produced < self.tokens
 
+    def chosen_from(self, produced: int) -> np.ndarray | None:
+        """The hidden state the ``produced``-th generated token (0-based) was chosen from, if recorded."""
+        if produced == 0:
+            return self.prompt
+        return self.generated[produced - 1] if produced - 1 < len(self.generated) else None
+
+
+def request_recorder(sampling) -> HiddenRecorder | None:
+    """A recorder for one request that asks for hidden states (``SamplingParams.record_hidden``), else None."""
+    return HiddenRecorder(sampling.record_hidden) if sampling.record_hidden is not None else None
+
 
 def set_embeddings(context, on: bool) -> None:
     """Turns llama.cpp's embeddings output of ``context`` (a ``NativeContext``) on or off."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_runtime import sampling as sampler
 from edge_runtime.backends.base import BackendStats, Capabilities, PrefixCacheCounters, SamplingParams, ShouldAbort
+from edge_runtime.backends.hidden_state import request_recorder
 from edge_runtime.backends.llamacpp_native import (DecodeAborted, NativeBatch, NativeContext, NativeModel,
                                                    default_threads)
 from edge_runtime.caps import LoadSettings
@@ -146,8 +147,9 @@ class LlamaCppBackend:
             raise
         self.cached_tokens.extend(tokens)
 
-    def prefill(self, prompt_ids: Sequence[int], should_abort: ShouldAbort) -> bool:
-        """Brings the KV cache to ``prompt_ids`` with logits for the last one; False if aborted."""
+    def prefill(self, prompt_ids: Sequence[int], should_abort: ShouldAbort, recorder=None) -> bool:
+        """Brings the KV cache to ``prompt_ids`` with logits for the last one; False if aborted. A ``recorder``
+        (``HiddenRecorder``) gets the prompt's last hidden state."""
         if not prompt_ids:
             raise InvalidRequestError("cannot prefill an empty prompt")
         reusable = self._reuse_for(prompt_ids)
@@ -155,7 +157,7 @@ class LlamaCppBackend:
         self.prefix_stats.count(len(self.cached_tokens), len(prompt_ids))
         self.prefix_stats.held_tokens = len(prompt_ids)
         self.context.set_abort(should_abort)
-        end = len(prompt_ids) - (self.hidden is not None)  # a recorded last token is decoded on its own
+        end = len(prompt_ids) - (recorder is not None)  # a recorded last token is decoded on its own
         try:
             for start in range(len(self.cached_tokens), end, self.chunk_tokens):
                 if should_abort():
@@ -165,9 +167,9 @@ class LlamaCppBackend:
             return False
         finally:
             self.context.set_abort(None)
-        if self.hidden is not None:
-            self.hidden.reset()
-            self.hidden.prompt = self._decode_recorded(prompt_ids[-1])
+        if recorder is not None:
+            recorder.reset()
+            recorder.prompt = self._decode_recorded(prompt_ids[-1])
         return True
 
     def record_hidden(self, tokens: int | None) -> None:
@@ -207,7 +209,7 @@ class LlamaCppBackend:
         """Prefills ``prefix_ids`` (reusing what is cached) and saves the state; how many tokens were saved."""
         if not self.prefix_reuse or self.store is None or not prefix_ids:
             return 0
-        self.prefill(prefix_ids, lambda: False)
+        self.prefill(prefix_ids, lambda: False, self.hidden)
         saved = self.store.put(self.cached_tokens, self.context.save_sequence(self.sequence))
         return len(self.cached_tokens) if saved else 0
 
@@ -217,9 +219,10 @@ class LlamaCppBackend:
 
     def generate_tokens(self, prompt_ids: Sequence[int], sampling: SamplingParams,
                         should_abort: ShouldAbort) -> Iterator[TokenStep]:
-        if not self.prefill(prompt_ids, should_abort):
+        recorder = self.hidden if self.hidden is not None else request_recorder(sampling)
+        if not self.prefill(prompt_ids, should_abort, recorder):
             return
-        if self.speculative and sampling.temperature == 0.0 and not sampling.grammar and self.hidden is None:
+        if self.speculative and sampling.temperature == 0.0 and not sampling.grammar and recorder is None:
             yield from self._speculative_tokens(prompt_ids, sampling, should_abort)
             return
         rng = self._rng_for(sampling)
@@ -229,11 +232,12 @@ class LlamaCppBackend:
             for produced in range(budget):
                 token, logprob, top = sampler.step(self.context.logits_row(-1), sampling, rng, constraint)
                 end = self.model.is_end_of_generation(token)
-                yield TokenStep(token, b"" if end else self.token_piece(token), logprob, top, end)
+                hidden = recorder.chosen_from(produced) if recorder is not None else None
+                yield TokenStep(token, b"" if end else self.token_piece(token), logprob, top, end, hidden)
                 if end or produced == budget - 1 or should_abort():
                     return
-                if self.hidden is not None and self.hidden.wants(produced):
-                    self.hidden.generated.append(self._decode_recorded(token))
+                if recorder is not None and recorder.wants(produced):
+                    recorder.generated.append(self._decode_recorded(token))
                 else:
                     self._decode([token])
         finally:
@@ -312,7 +316,7 @@ class LlamaCppBackend:
 
     def score_continuations(self, prefix_ids: Sequence[int],
                             continuations: Sequence[Sequence[int]]) -> list[list[float]]:
-        self.prefill(prefix_ids, lambda: False)
+        self.prefill(prefix_ids, lambda: False, self.hidden)
         first_row = np.array(self.context.logits_row(-1), copy=True)
         first_normaliser = sampler.log_sum_exp(first_row)
         scores = []

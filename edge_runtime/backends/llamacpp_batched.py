@@ -26,6 +26,7 @@ import numpy as np
 
 from edge_runtime import sampling as sampler
 from edge_runtime.backends.base import BackendStats, Capabilities, SamplingParams, ShouldAbort
+from edge_runtime.backends.hidden_state import embedding_size, set_embeddings
 from edge_runtime.backends.llamacpp import LlamaCppBackend, new_store, open_native, reuse_prefix
 from edge_runtime.prefix import common_prefix_length
 from edge_runtime.backends.llamacpp_native import NativeBatch, NativeContext, NativeModel
@@ -81,6 +82,13 @@ class _Slot:
     @property
     def decoding(self) -> bool:
         return self.job is not None and not self.pending and self.next_token is not None
+
+    @property
+    def wants_hidden(self) -> bool:
+        """Whether the token this slot is sampled next is chosen from a hidden state its job records (the
+        prompt's last position, then the first ``record_hidden`` generated tokens')."""
+        recording = self.job.sampling.record_hidden if self.job is not None else None
+        return recording is not None and self.produced <= recording
 
 
 class _Scheduler:
@@ -221,6 +229,8 @@ class _Scheduler:
         del slot.cached[keep:]
         self.backend.scorer.prefix_stats.count(keep, len(job.prompt_ids))
         slot.job, slot.pending, slot.next_token, slot.produced = job, list(job.prompt_ids[keep:]), None, 0
+        if job.sampling.record_hidden is not None:  # the prompt's last token is decoded as a recorded row
+            slot.next_token = slot.pending.pop()
 
     def _finish(self, slot: _Slot, error: Exception | None = None) -> None:
         job, slot.job, slot.pending, slot.next_token = slot.job, None, [], None
@@ -249,27 +259,37 @@ class _Scheduler:
                 del slot.pending[:prompt_tokens]
 
     def _step(self) -> None:
-        entries, sampled, consumed = plan_batch(self.slots, self.backend.batch.capacity)
-        if not entries:
-            return
+        plan = plan_batch(self.slots, self.backend.batch.capacity)
+        for entries, sampled, consumed, hidden in split_for_hidden(*plan):
+            self._decode_part(entries, sampled, consumed, hidden)
+
+    def _decode_part(self, entries, sampled, consumed, hidden: bool) -> None:
+        """Decodes one batch (with llama.cpp's embeddings output on when ``hidden``) and samples its slots."""
+        context = self.backend.context
         self.backend.batch.fill_entries(entries)
         try:
-            self.backend.context.decode(self.backend.batch)
+            if hidden:
+                set_embeddings(context, True)
+            context.decode(self.backend.batch)
         except BackendError as exc:
             for slot, _, _ in consumed:
-                self.backend.context.forget_from(slot.sequence, 0)
+                context.forget_from(slot.sequence, 0)
                 slot.cached.clear()
                 self._finish(slot, exc)
             return
+        finally:
+            if hidden:
+                set_embeddings(context, False)
         self._commit(consumed)
         for slot, batch_index in sampled:
-            self._sample(slot, self.backend.context.logits_row(batch_index))
+            state = hidden_row(context, batch_index, self.backend.n_embd) if hidden and slot.wants_hidden else None
+            self._sample(slot, context.logits_row(batch_index), state)
 
-    def _sample(self, slot: _Slot, logits: np.ndarray) -> None:
+    def _sample(self, slot: _Slot, logits: np.ndarray, hidden: np.ndarray | None = None) -> None:
         job = slot.job
         token, logprob, top = sampler.step(logits, job.sampling, job.rng, job.constraint, self.scratch)
         end = self.backend.model.is_end_of_generation(token)
-        job.output.put(TokenStep(token, b"" if end else self.backend.token_piece(token), logprob, top, end))
+        job.output.put(TokenStep(token, b"" if end else self.backend.token_piece(token), logprob, top, end, hidden))
         slot.produced += 1
         full = len(slot.cached) + 1 >= self.backend.n_ctx
         if end or slot.produced >= job.sampling.max_tokens or full:
@@ -301,7 +321,8 @@ def plan_batch(slots: Sequence[_Slot], capacity: int) -> Plan:
         if budget <= 0:
             break
         chunk, start = slot.pending[:budget], len(slot.cached)
-        completes = len(chunk) == len(slot.pending)
+        # a recording job's last prompt token waits as its next token: it is decoded as a row of its own
+        completes = len(chunk) == len(slot.pending) and slot.next_token is None
         entries.extend((token, start + index, slot.sequence, completes and index == len(chunk) - 1)
                        for index, token in enumerate(chunk))
         budget -= len(chunk)
@@ -309,6 +330,43 @@ def plan_batch(slots: Sequence[_Slot], capacity: int) -> Plan:
         if completes:
             sampled.append((slot, len(entries) - 1))
     return entries, sampled, consumed
+
+
+Part = tuple[list[tuple[int, int, int, bool]], list[tuple[_Slot, int]], list[tuple[_Slot, int, bool]], bool]
+
+
+def split_for_hidden(entries, sampled, consumed) -> list[Part]:
+    """The step's batch as the decodes it needs, each with whether llama.cpp's embeddings output is on.
+
+    With embeddings on, llama.cpp makes every row of the batch an output (a vocabulary-sized row of logits each),
+    so a step whose recorded rows share the batch with prompt chunks is decoded in two: the rest with embeddings
+    off, then the recorded rows (single tokens) with them on. A step of single-token rows only is one decode."""
+    if not entries:
+        return []
+    recorded = {id(slot) for slot, _ in sampled if slot.wants_hidden}
+    if not recorded:
+        return [(entries, sampled, consumed, False)]
+    if all(wants_logits for *_, wants_logits in entries):
+        return [(entries, sampled, consumed, True)]
+    own = {slot.sequence for slot in (s for s, _ in sampled) if id(slot) in recorded}
+    parts = []
+    for hidden in (False, True):
+        rows = [index for index, entry in enumerate(entries) if (entry[2] in own) == hidden]
+        where = {old: new for new, old in enumerate(rows)}
+        parts.append(([entries[index] for index in rows],
+                      [(slot, where[index]) for slot, index in sampled if index in where],
+                      [item for item in consumed if (item[0].sequence in own) == hidden], hidden))
+    return [part for part in parts if part[0]]
+
+
+def hidden_row(context: NativeContext, batch_index: int, n_embd: int) -> np.ndarray:
+    """A copy of the hidden state of a batch row decoded with embeddings on."""
+    from edge_runtime.backends.llama_bindings import llama_cpp
+
+    pointer = llama_cpp.llama_get_embeddings_ith(context.pointer, batch_index)
+    if not pointer:
+        raise BackendError(f"llama.cpp returned no hidden state for batch row {batch_index}")
+    return np.ctypeslib.as_array(pointer, shape=(n_embd,)).copy()
 
 
 class BatchedLlamaCppBackend:
@@ -327,8 +385,9 @@ class BatchedLlamaCppBackend:
         self.scorer = LlamaCppBackend(model, context, settings, sequence=settings.n_parallel, owns_native=False,
                                       store=self.store)
         self._seed = np.random.SeedSequence(settings.seed)
+        self.n_embd = embedding_size(model)
         self.capabilities = Capabilities(grammar=True, prefix_store=self.scorer.capabilities.prefix_store,
-                                         concurrent=True)  # the batched path never speculates
+                                         concurrent=True, hidden_states=True)  # the batched path never speculates
         self.scheduler = _Scheduler(self, max_waiting)
 
     @classmethod

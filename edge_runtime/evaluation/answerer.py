@@ -13,13 +13,13 @@ import json
 import time
 
 from fallback.confidence import contextual_calibrate, label_signals, token_margins
-from fallback.probe import encode
+from fallback.probe import RECORDED_TOKENS, encode
 from fallback.structured import token_fields
 from fallback.tasks import MAX_ANSWER_TOKENS, LocalAnswer, TaskItem, answer_invalidity, content_free_prompt
 
 MAX_STRUCTURED_TOKENS = 64
 TOP_ALTERNATIVES = 2  # enough for each token's margin over the runner-up
-HIDDEN_TOKENS = 4  # generated tokens whose hidden states are kept (with the prompt's)
+HIDDEN_TOKENS = RECORDED_TOKENS  # generated tokens whose hidden states are kept (with the prompt's)
 ANSWERER_VERSION = 3  # bump when answers or signals change, so cached answers are recomputed
 
 
@@ -30,8 +30,8 @@ class LocalAnswerer:
         self.runtime = runtime
         self._content_free: dict[tuple[str, tuple[str, ...]], list[float]] = {}
         self._grammars: dict[str, str] = {}
-        # a backend that cannot hand back hidden states gives no probe signals
-        self.recording = runtime.backend.capabilities.hidden_states and hidden_tokens is not None
+        # a backend that cannot record hidden states in process (an engine child) gives no probe signals
+        self.recording = callable(getattr(runtime.backend, "record_hidden", None)) and hidden_tokens is not None
         if self.recording:
             runtime.backend.record_hidden(hidden_tokens)
 

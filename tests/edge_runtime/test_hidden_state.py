@@ -76,3 +76,58 @@ def test_label_scoring_records_the_prompts_state_and_nothing_is_recorded_unless_
     backend.record_hidden(None)
     runtime.generate(PROMPT, max_tokens=2)
     assert backend.hidden is None
+
+
+def test_a_request_records_on_its_own_tokens_without_touching_other_requests(runtime):
+    """``record_hidden`` per request (what the server asks): the state each of the first tokens was chosen
+    from rides on it, the same states the backend's recorder keeps, and the tokens are unchanged."""
+    backend = runtime.backend
+    backend.record_hidden(2)
+    runtime.generate(PROMPT, max_tokens=5)
+    recorder = backend.hidden
+    backend.record_hidden(None)
+    tokens = runtime.generate(PROMPT, max_tokens=5, record_hidden=2).tokens
+    assert [t.hidden is not None for t in tokens] == [True, True, True, False, False]
+    assert np.allclose(tokens[0].hidden, recorder.prompt, atol=1e-4)
+    assert all(np.allclose(t.hidden, g, atol=1e-4) for t, g in zip(tokens[1:3], recorder.generated))
+    assert all(t.hidden is None for t in runtime.generate(PROMPT, max_tokens=3).tokens)
+    assert "hidden" not in runtime.generate(PROMPT, max_tokens=2, record_hidden=1).to_dict()["tokens"][0]
+
+
+def test_the_batched_backend_records_beside_prompt_chunks_of_other_requests(bundled_path):
+    """In a continuous batch, recorded rows are decoded apart from other requests' prompt chunks (llama.cpp
+    would make every chunk row an output): the recorded states match a request served alone, and a request
+    that records nothing beside them gets none."""
+    import threading
+
+    from edge_runtime.backends.base import SamplingParams
+    from edge_runtime.backends.llamacpp_batched import BatchedLlamaCppBackend
+
+    settings = LoadSettings(n_ctx=2048, n_parallel=3, prefix_cache=False, flash_attn=False, n_threads=1)
+    backend = BatchedLlamaCppBackend.load(bundled_path, settings)
+    try:
+        ids = backend.tokenize(PROMPT)
+        alone = list(backend.generate_tokens(ids, SamplingParams(max_tokens=4, record_hidden=1), lambda: False))
+        long_ids = backend.tokenize("Q: " + "what is the weather like in all these places " * 24 + "?\nA:")
+        results = {}
+
+        def run(name, prompt_ids, record):
+            results[name] = list(backend.generate_tokens(prompt_ids, SamplingParams(max_tokens=4, record_hidden=record),
+                                                         lambda: False))
+
+        threads = [threading.Thread(target=run, args=args) for args in
+                   (("long", long_ids, None), ("recorded", ids, 1), ("long2", long_ids[:-3], 0))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        recorded = results["recorded"]
+        assert backend.capabilities.hidden_states
+        assert [s.hidden is not None for s in alone] == [True, True, False, False]
+        assert [s.hidden is not None for s in recorded] == [True, True, False, False]
+        assert cosine(recorded[0].hidden, alone[0].hidden) > 0.99
+        assert recorded[0].token_id == alone[0].token_id
+        assert all(s.hidden is None for s in results["long"])
+        assert [s.hidden is not None for s in results["long2"]] == [True, False, False, False]
+    finally:
+        backend.close()

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from edge_runtime.backends.base import SamplingParams
-from edge_runtime.backends.llamacpp_batched import _Job, _Slot, plan_batch
+from edge_runtime.backends.llamacpp_batched import _Job, _Slot, plan_batch, split_for_hidden
 
 GREEDY = SamplingParams(0.0, 1.0, 0, None, 0, 1000, None)
 
@@ -92,3 +92,29 @@ def test_no_admitted_request_waits_longer_than_the_older_prompts_need():
         older_work = sum(prompts[: sequence + 1])
         bound = math.ceil(older_work / (capacity - sequence))
         assert first_token_step[sequence] <= bound, (sequence, first_token_step[sequence], bound)
+
+
+def test_a_recorded_row_is_decoded_apart_from_prompt_chunks_and_with_single_rows_in_one_decode():
+    """With llama.cpp's embeddings output on every row of a batch is an output: a step whose recorded rows
+    (hidden states asked for) share it with a prompt chunk becomes two decodes, the chunk's with embeddings off;
+    a step of single-token rows stays one decode. Sampled rows keep pointing at their own tokens."""
+    recording = SamplingParams(0.0, 1.0, 0, None, 0, 1000, None, record_hidden=2)
+    slots = [_Slot(sequence) for sequence in range(3)]
+    admit(slots[0], job(3))
+    slots[0].job.sampling = recording
+    slots[0].next_token = slots[0].pending.pop()  # as ``_start`` leaves a recording job: its last prompt token apart
+    admit(slots[1], job(2))
+    first = plan_batch(slots, 64)
+    assert slots[0] not in [slot for slot, _ in first[1]]  # its prefill ends without sampling
+    run_step(slots, 64)
+    admit(slots[2], job(40))
+    parts = split_for_hidden(*plan_batch(slots, 64))
+    assert [hidden for *_, hidden in parts] == [False, True]
+    rest, recorded = parts
+    assert [entry[2] for entry in recorded[0]] == [0] and recorded[1] == [(slots[0], 0)]
+    assert {entry[2] for entry in rest[0]} == {1, 2} and len(rest[0]) == 41
+    assert all(rest[0][index][2] == slot.sequence for slot, index in rest[1])
+    assert [item[0].sequence for item in recorded[2]] == [0]
+    run_step(slots, 64)
+    only_rows = split_for_hidden(*plan_batch(slots, 64))
+    assert len(only_rows) == 1 and only_rows[0][3] is True and len(only_rows[0][0]) == 3

@@ -18,10 +18,10 @@ def batched(bundled_path):
         yield runtime
 
 
-def test_declares_concurrent_requests_with_grammar_and_a_prefix_store(batched):
+def test_declares_concurrent_requests_with_grammar_a_prefix_store_and_hidden_states(batched):
     assert type(batched.backend).__name__ == "BatchedLlamaCppBackend" and isinstance(batched.backend, Backend)
     assert batched.backend.capabilities == Capabilities(grammar=True, prefix_store=True, speculation=False,
-                                                        concurrent=True)
+                                                        concurrent=True, hidden_states=True)
 
 
 def test_stats_after_concurrent_generations(batched):

@@ -23,7 +23,7 @@ def test_capabilities_are_the_childs(isolated_batched):
     backend = isolated_batched.backend
     assert type(backend).__name__ == "SupervisedBackend" and isinstance(backend, Backend)
     assert isinstance(backend.engine(), Backend)
-    assert backend.capabilities == Capabilities(grammar=True, prefix_store=True, concurrent=True)
+    assert backend.capabilities == Capabilities(grammar=True, prefix_store=True, concurrent=True, hidden_states=True)
     assert backend.engine().capabilities == backend.capabilities and isolated_batched.ready
 
 

@@ -123,9 +123,18 @@ def test_a_fresh_engine_that_crashes_restarts_one_step_down_and_remembers(bundle
     assert any("SIGSEGV" in note for note in remembered["notes"]) and remembered["status"] == "probe passed"
 
 
-def test_hidden_states_are_declared_only_where_they_can_be_recorded(isolated, in_process):
-    """The in-process llama.cpp backend records hidden states; across the process boundary they are not
-    forwarded, so the engine's client must not claim them (the evaluation would call ``record_hidden``)."""
-    assert in_process.backend.capabilities.hidden_states
-    assert not isolated.backend.capabilities.hidden_states
-    assert isolated.backend.capabilities.grammar == in_process.backend.capabilities.grammar
+def test_hidden_states_cross_the_process_boundary(isolated, in_process):
+    """A request that records hidden states gets the same vectors from the engine's child process as in
+    process (a probe's calibration reads them in the server), on the tokens they were chosen from."""
+    import numpy as np
+
+    here = in_process.generate(PROMPT, max_tokens=5, record_hidden=2).tokens
+    there = isolated.generate(PROMPT, max_tokens=5, record_hidden=2).tokens
+    assert isolated.backend.capabilities.hidden_states
+    assert [t.token_id for t in there] == [t.token_id for t in here]
+    assert [t.hidden is not None for t in there] == [True, True, True, False, False]
+    for mine, theirs in zip(here[:3], there[:3]):
+        assert theirs.hidden.shape == (640,) and np.allclose(theirs.hidden, mine.hidden, atol=1e-3)
+    assert isolated.generate(PROMPT, max_tokens=3).tokens[0].hidden is None  # nothing unless asked
+
+
