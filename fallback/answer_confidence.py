@@ -14,13 +14,14 @@ from fallback.local_leg import LocalToken
 
 
 def answer_confidence(tokens: Sequence[LocalToken], response_format: dict | None = None,
-                      calibrator=None) -> float | None:
-    """The confidence of ``tokens`` (a whole answer or its first tokens); None without tokens."""
+                      calibrator=None, context: dict[str, float] | None = None) -> float | None:
+    """The confidence of ``tokens`` (a whole answer or its first tokens); None without tokens. ``context``:
+    what a calibrator reads beside the tokens' probabilities (the query text's and hidden-state probes')."""
     logprobs = [token.logprob for token in tokens]
     if not logprobs:
         return None
     if calibrator is not None:
-        return calibrator.predict(token_signals(tokens, response_format))
+        return calibrator.predict(token_signals(tokens, response_format) | (context or {}))
     fields, _ = _json_fields(response_format, tokens)
     if fields is not None:
         logprobs = [logprob for logprob, field in zip(logprobs, fields) if field is not None] or logprobs

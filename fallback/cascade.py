@@ -4,7 +4,10 @@ One request flows: local leg (a ``LocalLeg``, in a worker thread) -> confidence 
 calibrated when a calibrator is loaded, else the geometric-mean token probability) and validity ->
 ``policy.decide`` -> cloud leg through the gateway when escalating -> one ledger row (``ledger.request_entry``).
 Offline-first: when the cloud is not configured or every provider fails, the local answer is returned marked
-``local-degraded`` with the reason; nothing is sent twice.
+``local-degraded`` with the reason; nothing is sent twice. A loaded calibration may decide earlier
+(``early_request``): from the query text before the local leg runs, and at its running checkpoints while the
+leg decodes (the leg is then stopped); the cascade asks the leg for hidden states when the calibration reads
+them (``record_hidden``).
 
 Streaming (``cascade_stream``) holds local tokens back until one decision can be made, by the same policy,
 calibration and threshold as a whole answer (``stream_hold``); the local leg runs through a thread bridge
@@ -15,6 +18,7 @@ local model is reached through; the server adapts the runtime to it), ``local_ru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -53,14 +57,29 @@ class Cascade:
         self.hold_min_tokens, self.hold_margin = hold_min_tokens, hold_margin
         # the calibration's running checkpoints (``early``: off when a fixed threshold overrides the calibration)
         self.checkpoints = _checkpoints(calibrator) if early and calibrator is not None else None
+        self.record_hidden = _recorded_tokens(calibrator) if calibrator is not None else None
 
     # -- confidence ------------------------------------------------------------------------------------------
     def confidence_of(self, result, request: CascadeRequest | None = None) -> float | None:
         return self.confidence_of_tokens(result.tokens, request)
 
     def confidence_of_tokens(self, tokens, request: CascadeRequest | None = None) -> float | None:
-        """The (calibrated, when a calibrator is loaded) confidence of an answer's tokens, or of its first ones."""
-        return answer_confidence(tokens, request.response_format if request is not None else None, self.calibrator)
+        """The (calibrated, when a calibrator is loaded) confidence of an answer's tokens, or of its first ones;
+        a calibrator also reads the request's query text and the tokens' hidden states, as ``eval`` does."""
+        if request is None:
+            return answer_confidence(tokens, None, self.calibrator)
+        context = None
+        if self.calibrator is not None and tokens:
+            from fallback.early_request import context_signals  # numpy: only with a calibration loaded
+
+            context = context_signals(self.calibrator, request.query, tokens)
+        return answer_confidence(tokens, request.response_format, self.calibrator, context)
+
+    def _asking(self, request: CascadeRequest) -> CascadeRequest:
+        """``request`` as the local leg is asked it: with hidden states recorded when the calibration reads them."""
+        if self.record_hidden is None or request.record_hidden is not None or request.route == Route.CLOUD:
+            return request
+        return dataclasses.replace(request, record_hidden=self.record_hidden)
 
     def can_escalate(self, request: CascadeRequest) -> bool:
         """Whether this request could go to the cloud at all: a cloud is configured and the request allows it."""
@@ -78,28 +97,38 @@ class Cascade:
         checkpoints = self._checkpoints_for(request)
         return checkpoints.text_verdict(request.query) if checkpoints is not None else None
 
-    def running_verdict(self, request: CascadeRequest, tokens, ended: bool = False) -> RunningDecision | None:
-        """The token checkpoints' escalation of a stream's first ``tokens`` (None: no checkpoint escalates)."""
+    def running_verdict(self, request: CascadeRequest, tokens, ended: bool = False,
+                        newest: bool = False) -> RunningDecision | None:
+        """The token checkpoints' escalation of a stream's first ``tokens`` (None: no checkpoint escalates);
+        ``newest``: only those the last token made reachable."""
         checkpoints = self._checkpoints_for(request)
         if checkpoints is None:
             return None
-        return checkpoints.token_verdict(request.query, tokens, request.response_format, ended)
+        return checkpoints.token_verdict(request.query, tokens, request.response_format, ended, newest)
 
-    def run_local(self, request: CascadeRequest, cancel: threading.Event | None = None) -> LocalRun:
-        """Runs the local leg to the end (or cancellation); its failures become outcomes."""
-        return run_whole(self.local, request, self.confidence_of_tokens, cancel)
+    def run_local(self, request: CascadeRequest, cancel: threading.Event | None = None,
+                  early: bool = False) -> LocalRun:
+        """Runs the local leg to the end (or cancellation); its failures become outcomes. ``early``: the
+        calibration's running decision may stop it at a checkpoint (only where a cloud can take the request)."""
+        running = None
+        if early and self.can_escalate(request) and self._checkpoints_for(request) is not None:
+            running = lambda tokens: self.running_verdict(request, tokens, newest=True)  # noqa: E731
+        return run_whole(self.local, request, self.confidence_of_tokens, cancel, running)
 
     # -- the whole request -----------------------------------------------------------------------------------
     async def complete(self, request: CascadeRequest, cancel: threading.Event | None = None) -> CascadeResult:
         """Answers one request; setting ``cancel`` stops the local leg at its next token."""
         started = time.perf_counter()
         _refuse_contradiction(request)
+        request = self._asking(request)
         with self.tracer.request(request) as span:
             run = await self._first_run(request, cancel)
             decision = decide(run.outcome, self.policy)
             try:
                 if run.result is None and run.outcome.prompt_hopeless:
                     run, result = await self._cloud_first(request, run, decision, cancel, started)
+                elif run.outcome.stopped_early:
+                    run, result = await self._cloud_after_early_stop(request, run, decision, cancel, started)
                 else:
                     result = await self._route(request, run, decision, started)
             except RequestRejectedError:
@@ -120,7 +149,7 @@ class Cascade:
         verdict = self.prompt_verdict(request)
         if verdict is not None and self.can_escalate(request):
             return hopeless_run(request, verdict.confidence)
-        run = await asyncio.to_thread(self.run_local, request, cancel)
+        run = await asyncio.to_thread(self.run_local, request, cancel, verdict is None)
         return run if verdict is None else hopeless_run(request, verdict.confidence, run)
 
     async def _cloud_first(self, request: CascadeRequest, run: LocalRun, decision: Decision,
@@ -133,6 +162,17 @@ class Cascade:
             local = hopeless_run(request, 0.0, await asyncio.to_thread(self.run_local, request, cancel))
             return local, self._degraded(local, decide(local.outcome, self.policy), f"{type(exc).__name__}: {exc}")
         return run, self._cloud_result(run, decision, cloud, cloud.text)
+
+    async def _cloud_after_early_stop(self, request: CascadeRequest, run: LocalRun, decision: Decision,
+                                      cancel: threading.Event | None, started: float) -> tuple[LocalRun, CascadeResult]:
+        """The cloud's answer to a request the running decision stopped; a cloud that fails gets the whole
+        local answer in its place (decoded again, the stopped one is partial), marked local-degraded."""
+        try:
+            cloud = await self.gateway.complete(self._cloud_request(request, False, started))
+        except FallbackError as exc:
+            local = await asyncio.to_thread(self.run_local, request, cancel)
+            return local, self._degraded(local, decision, f"{type(exc).__name__}: {exc}")
+        return run, self._cloud_result(run, decision, cloud, cloud.text, run.result.usage.prompt_tokens)
 
     def _local_starting(self, request: CascadeRequest) -> bool:
         """True when the local engine is starting or restarting and the cloud can take the request now."""
@@ -210,7 +250,7 @@ class Cascade:
         span = self.tracer.start(request, stream=True)
         try:
             _refuse_contradiction(request)
-            opened = await StreamedRequest(self, request, started, span).open()
+            opened = await StreamedRequest(self, self._asking(request), started, span).open()
         except BaseException as exc:
             self.tracer.fail(span, exc)
             self.tracer.end(span)
@@ -278,6 +318,14 @@ def _checkpoints(calibrator):
     from fallback.early_request import RequestCheckpoints  # numpy: only with a calibration loaded
 
     return RequestCheckpoints.of(calibrator)
+
+
+def _recorded_tokens(calibrator) -> int | None:
+    """How many generated tokens' hidden states a request records for ``calibrator`` (None: it reads none)."""
+    from fallback.early_request import needs_hidden
+    from fallback.probe import RECORDED_TOKENS
+
+    return RECORDED_TOKENS if needs_hidden(calibrator) else None
 
 
 def _refuse_contradiction(request: CascadeRequest) -> None:

@@ -33,6 +33,7 @@ class CascadeRequest:
     never_send: bool = False
     deadline_s: float | None = None
     task: str | None = None
+    record_hidden: int | None = None  # set by the cascade when its calibration reads hidden states
 
     @property
     def query(self) -> str:
@@ -52,7 +53,8 @@ class CascadeRequest:
         """What the local leg is asked (tools and routing stay with the cascade)."""
         return LocalRequest(prompt=self.prompt, messages=self.messages, max_tokens=self.max_tokens,
                             temperature=self.temperature, top_p=self.top_p, seed=self.seed, stop=self.stop,
-                            top_logprobs=self.top_logprobs, deadline_s=self.deadline_s, grammar=self.grammar)
+                            top_logprobs=self.top_logprobs, deadline_s=self.deadline_s, grammar=self.grammar,
+                            record_hidden=self.record_hidden)
 
     @property
     def cloud_usable(self) -> bool:

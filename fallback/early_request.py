@@ -5,13 +5,17 @@ checkpoint with its own early threshold. The cascade reads two kinds here:
 
 - the text checkpoint (-1): the query's hashed trigrams (``probe_text``) and question word, known before the
   model runs. Below its threshold the prompt is judged hopeless and goes to the cloud before any decoding.
+- the prompt checkpoint (0): the probe on the prompt's last hidden state, which arrives on the first token
+  (``LocalToken.hidden``: the state it was chosen from), so the decision is taken before the second.
 - the token checkpoints (1, 1 + every, ...): a stream's hold judges its first tokens there, on their
-  probability signals (and the query's text signals).
+  probability signals, the query's text signals and the hidden-state probes' logits.
 
-A server's engine runs in another process and hands back no hidden states yet, so the prompt checkpoint (0,
-``probe_prompt``) and any token checkpoint whose calibrator needs ``probe_prompt``/``probe_tokens`` are
-skipped: at those points the stream is judged as before. The query text is the prompt, or the last user
-message's text (``CascadeRequest.query``), read the way the evaluation reads an item's prompt
+Hidden states are recorded on request (``CascadeRequest.record_hidden``, set by the cascade when its
+calibration reads them) and read as the evaluation reads them (``fallback.tasks.LocalAnswer.hidden``): the
+prompt's, and the mean of the states the first tokens were chosen from. A leg that hands back none (ONNX, a
+backend without them) leaves the probe signals out, and a checkpoint that needs them is skipped; the final
+decision then falls back to the calibration's probabilities-only calibrator. The query text is the prompt, or
+the last user message's text (``CascadeRequest.query``), read the way the evaluation reads an item's prompt
 (``fallback.tasks.query_text``).
 """
 
@@ -22,8 +26,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from fallback.calibration import Calibrator
-from fallback.early import TEXT_CHECKPOINT, RunningCalibration, RunningDecision
+from fallback.early import PROMPT_CHECKPOINT, TEXT_CHECKPOINT, RunningCalibration, RunningDecision
 from fallback.local_leg import LocalToken
+
+
+HIDDEN_SIGNALS = {"probe_prompt", "probe_tokens"}  # the signals only a recorded hidden state gives
 
 
 @dataclass(frozen=True)
@@ -48,18 +55,22 @@ class RequestCheckpoints:
         return _verdict(calibrator, TEXT_CHECKPOINT, text_signals(calibrator, query)) if calibrator else None
 
     def token_verdict(self, query: str, tokens: Sequence[LocalToken], response_format: dict | None = None,
-                      ended: bool = False) -> RunningDecision | None:
-        """The first token checkpoint within ``tokens`` whose calibrated running confidence is below its
-        threshold (probability signals only), or None. An ``ended`` answer's own end is the final decision's,
-        not a checkpoint (as in ``early.checkpoint_tokens``)."""
+                      ended: bool = False, newest: bool = False) -> RunningDecision | None:
+        """The first checkpoint within ``tokens`` (the prompt's, then the token counts') whose calibrated
+        running confidence is below its threshold, or None. An ``ended`` answer's own end is the final
+        decision's, not a checkpoint (as in ``early.checkpoint_tokens``). ``newest``: only the checkpoints the
+        last token made reachable (a caller that asks after every token has judged the earlier ones)."""
         from fallback.answer_confidence import token_signals
 
-        for count in range(1, len(tokens) + (0 if ended else 1), self.running.every):
-            fitted = [checkpoint for checkpoint in self.running.by_tokens if 1 <= checkpoint <= count]
-            if not fitted:
+        counts = range(1, len(tokens) + (0 if ended else 1), self.running.every)
+        prompt = [PROMPT_CHECKPOINT] if tokens and PROMPT_CHECKPOINT in self.running.by_tokens else []
+        first = (len(tokens) if len(tokens) > 1 else 0) if newest else PROMPT_CHECKPOINT
+        for count in (count for count in [*prompt, *counts] if count >= first):
+            calibrator = self.running.at(count)  # as ``early.decide_running`` picks it
+            if calibrator is None:
                 continue
-            calibrator = self.running.by_tokens[max(fitted)]
-            signals = token_signals(tokens[:count], response_format) | text_signals(calibrator, query)
+            signals = (token_signals(tokens[:count], response_format) | text_signals(calibrator, query)
+                       | hidden_signals(calibrator, tokens, count))
             verdict = _verdict(calibrator, count, signals)
             if verdict is not None:
                 return verdict
@@ -82,6 +93,38 @@ def text_signals(calibrator: Calibrator, query: str) -> dict[str, float]:
     probes = [probe for probe in probes_of(calibrator) if probe.source == "text"]
     vector = _query_vector(query)
     return probe_signals(probes, lambda _: vector) | query_signals(query)
+
+
+def context_signals(calibrator: Calibrator, query: str, tokens: Sequence[LocalToken]) -> dict[str, float]:
+    """What ``calibrator`` reads beside a whole answer's token probabilities: the query text's signals and
+    the hidden-state probes' logits (those only where the tokens carry hidden states)."""
+    return text_signals(calibrator, query) | hidden_signals(calibrator, tokens)
+
+
+def hidden_signals(calibrator: Calibrator, tokens: Sequence[LocalToken], count: int | None = None) -> dict[str, float]:
+    """The hidden-state probes' logits after the first ``count`` tokens (all by default): "prompt" reads the
+    state the first token was chosen from, "tokens" the mean of those the first ``max(count, 1)`` were; {} when
+    the first token carries no hidden state (the checkpoints that need one are then skipped)."""
+    from fallback.probe import probe_signals, probes_of
+
+    probes = [probe for probe in probes_of(calibrator) if probe.source != "text"]
+    first = getattr(tokens[0], "hidden", None) if probes and tokens else None
+    if first is None:
+        return {}
+    seen = tokens[:max(count, 1)] if count is not None else tokens
+    states = [state for state in (getattr(token, "hidden", None) for token in seen) if state is not None]
+    return probe_signals(probes, lambda source: first if source == "prompt" else sum(states) / len(states))
+
+
+def needs_hidden(calibrator: Calibrator) -> bool:
+    """Whether ``calibrator`` (its final decision or any running checkpoint) reads a hidden-state probe."""
+    from fallback.probe import probes_of
+
+    running = RunningCalibration.of(calibrator)
+    calibrators = [calibrator, *(running.by_tokens.values() if running is not None else ())]
+    read = {name for each in calibrators for feature in each.features for name in feature.split("*")}
+    return bool(read & HIDDEN_SIGNALS) or any(probe.source != "text" for each in calibrators
+                                              for probe in probes_of(each))
 
 
 @lru_cache(maxsize=64)

@@ -42,6 +42,7 @@ class LocalRequest:
     top_logprobs: int = 0
     deadline_s: float | None = None
     grammar: str | None = None
+    record_hidden: int | None = None  # hidden states on the first tokens (a probe's calibration), where it can
 
 
 class LocalAlternative(Protocol):
@@ -54,7 +55,9 @@ class LocalAlternative(Protocol):
 
 
 class LocalToken(Protocol):
-    """One generated token with its log-probability and, when asked for, the alternatives."""
+    """One generated token with its log-probability and, when asked for, the alternatives. A leg that records
+    hidden states (``LocalRequest.record_hidden``) also gives a token the ``hidden`` state it was chosen from
+    (a numpy vector; read with ``getattr(token, "hidden", None)``, it is optional)."""
 
     @property
     def token_id(self) -> int: ...

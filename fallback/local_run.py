@@ -20,6 +20,7 @@ from fallback.policy import LocalOutcome
 from fallback.validity import check_output
 
 Confidence = Callable[[Sequence[LocalToken], CascadeRequest], "float | None"]
+Running = Callable[[Sequence[LocalToken]], "RunningDecision | None"]
 
 
 def answered_run(request: CascadeRequest, answer: LocalAnswer, confidence: Confidence, latency_s: float) -> LocalRun:
@@ -37,20 +38,29 @@ def failed_run(request: CascadeRequest, error: LocalLegError, latency_s: float =
 
 
 def run_whole(local: LocalLeg, request: CascadeRequest, confidence: Confidence,
-              cancel: threading.Event | None = None) -> LocalRun:
+              cancel: threading.Event | None = None, running: Running | None = None) -> LocalRun:
     """Runs the local leg to the end (or until ``cancel`` is set); its failures become outcomes, and a
-    ``RequestRejectedError`` (the caller's mistake) propagates."""
+    ``RequestRejectedError`` (the caller's mistake) propagates. ``running`` (the calibration's running
+    decision) is asked after every token; where it escalates, the leg is stopped there and the run is marked
+    ``stopped_early`` with that decision's confidence."""
     started = time.perf_counter()
+    tokens, verdict = [], None
     try:
         stream = local.stream(request.local_request())
-        for _ in stream:
-            if cancel is not None and cancel.is_set():
+        for piece in stream:
+            if piece.token is not None and running is not None:
+                tokens.append(piece.token)
+                verdict = running(tokens)
+            if verdict is not None or (cancel is not None and cancel.is_set()):
                 stream.close()
                 break
         answer = stream.result
     except LocalLegError as exc:
         return failed_run(request, exc, time.perf_counter() - started)
-    return answered_run(request, answer, confidence, time.perf_counter() - started)
+    run = answered_run(request, answer, confidence, time.perf_counter() - started)
+    if verdict is not None:
+        run.outcome = LocalOutcome(confidence=verdict.confidence, stopped_early=True, route=request.route)
+    return run
 
 
 def hopeless_run(request: CascadeRequest, confidence: float, run: LocalRun | None = None) -> LocalRun:

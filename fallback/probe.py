@@ -25,6 +25,7 @@ import numpy as np
 
 from fallback.calibration import fold_indices
 
+RECORDED_TOKENS = 4  # generated tokens whose hidden states are recorded, with the prompt's (eval and server alike)
 SOURCES = ("prompt", "tokens", "text")  # prompt's last hidden state; mean over first generated ones; query text
 DEFAULT_COMPONENTS = 32
 DEFAULT_L2 = 10.0

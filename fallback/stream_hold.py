@@ -5,8 +5,8 @@ it ends inside the hold, else on the tokens held so far (their running confidenc
 commits as soon as the running confidence is safely above the threshold (``margin``, after ``min_tokens``),
 holds up to ``commit_after_tokens`` otherwise, and the policy's early floor may end it sooner. Where the
 calibration has running checkpoints (``running``: ``Cascade.running_verdict``), the calibrated running decision
-is taken at those token counts, as ``edge-runtime eval`` takes it (its probability features only: the engine
-hands back no hidden states), and escalates the stream there (reason ``early_low_confidence``).
+is taken at those token counts, as ``edge-runtime eval`` takes it (probability, query-text and hidden-state
+signals: ``fallback.early_request``), and escalates the stream there (reason ``early_low_confidence``).
 """
 
 from __future__ import annotations

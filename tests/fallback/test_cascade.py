@@ -65,7 +65,7 @@ class FakeStream:
         self.leg, self.result = leg, None
 
     def __iter__(self) -> Iterator[Piece]:
-        tokens = []
+        self.tokens = tokens = []
         for index, word in enumerate(self.leg.words):
             if self.leg.fail_after is not None and index == self.leg.fail_after:
                 raise self.leg.failure
@@ -74,7 +74,10 @@ class FakeStream:
         self.result = Answer("".join(self.leg.words), "stop", tokens, Usage(5, len(tokens)))
 
     def close(self) -> None:
-        pass
+        """As a runtime stream closed early: the answer so far, finish reason ``cancelled``."""
+        if self.result is None:
+            tokens = getattr(self, "tokens", [])
+            self.result = Answer("".join(t.text for t in tokens), "cancelled", tokens, Usage(5, len(tokens)))
 
 
 class FakeLocalLeg:

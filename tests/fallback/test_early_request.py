@@ -112,6 +112,32 @@ def test_the_hold_escalates_at_a_running_checkpoint_the_final_rule_would_keep(cl
     assert (route, text, result.decision.reason.value) == ("cloud", CLOUD_ANSWER, "early_low_confidence")
 
 
+def test_a_whole_answer_is_stopped_at_the_running_checkpoint_and_the_cloud_answers(cloud, ledger):
+    """The same running decision for a non-streamed request: the local leg is stopped after the checkpoint's
+    token (its partial answer is what the ledger counts), the cloud answers."""
+    local = FakeLocalLeg(LONG, probability=0.6)
+    result = answer(cascade_for(local, cloud, ledger), CONFIDENT_QUERY)
+    assert (result.route_taken, result.text, result.decision.reason.value) == ("cloud", CLOUD_ANSWER,
+                                                                               "early_low_confidence")
+    assert result.local.finish_reason == "cancelled" and len(result.local.tokens) == 1
+    row = only_row(ledger)
+    assert (row.route, row.reason, row.local_tokens_out) == ("cloud", "early_low_confidence", 1)
+
+
+def test_a_whole_answer_stopped_early_whose_cloud_fails_gets_the_whole_local_answer(cloud, ledger):
+    cloud.default_fault = "503"
+    local = FakeLocalLeg(LONG, probability=0.6)
+    result = answer(cascade_for(local, cloud, ledger), CONFIDENT_QUERY)
+    assert (result.route_taken, result.text) == ("local-degraded", "".join(LONG))
+    assert result.decision.reason.value == "early_low_confidence" and len(local.asked) == 2
+
+
+def test_a_whole_answer_with_no_cloud_to_take_it_is_never_stopped_early(ledger):
+    local = FakeLocalLeg(LONG, probability=0.6)
+    result = answer(cascade_for(local, None, ledger), CONFIDENT_QUERY)
+    assert (result.route_taken, result.text) == ("local", "".join(LONG)) and len(local.asked) == 1
+
+
 def test_a_sure_stream_passes_the_running_checkpoint(cloud, ledger):
     route, text, result = stream(cascade_for(FakeLocalLeg(LONG, probability=0.95), cloud, ledger), CONFIDENT_QUERY)
     assert (route, text) == ("local", "".join(LONG)) and cloud.received == []
@@ -127,7 +153,8 @@ def test_the_query_is_the_prompt_or_the_last_user_message():
 
 
 def test_a_checkpoint_needing_a_hidden_state_is_skipped():
-    """The server's engine hands back no hidden states: a checkpoint that reads ``probe_prompt`` decides nothing."""
+    """A local leg that hands back no hidden states (ONNX, this scripted one): a checkpoint that reads
+    ``probe_prompt`` decides nothing, and the leg is asked for them (the calibration reads them)."""
     calibrator = calibration(text=False)
     checkpoint = calibrator.extra["running"]["checkpoints"]["1"]
     checkpoint["features"] = ["first_logprob", "probe_prompt"]
@@ -136,3 +163,54 @@ def test_a_checkpoint_needing_a_hidden_state_is_skipped():
     assert RequestCheckpoints.of(calibrator).token_verdict(CONFIDENT_QUERY, []) is None
     cascade = Cascade(local, None, PolicyConfig(threshold=0.5), None, calibrator)
     assert stream(cascade, CONFIDENT_QUERY)[0] == "local"
+    assert [request.record_hidden for request in local.asked] == [4]
+
+
+def test_hidden_signals_read_the_states_the_tokens_were_chosen_from_as_eval_reads_them():
+    """``probe_prompt`` reads the first token's state (the prompt's last); ``probe_tokens`` the mean of those the
+    first ``count`` tokens were chosen from, which is ``LocalAnswer.hidden`` over the same recording."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from fallback.early_request import context_signals, hidden_signals
+    from fallback.probe import Probe, encode
+    from fallback.tasks import LocalAnswer
+
+    rng = np.random.default_rng(0)
+    states = [rng.normal(size=8).astype(np.float32) for _ in range(4)]
+    tokens = [SimpleNamespace(logprob=-0.1, hidden=state) for state in states] + [SimpleNamespace(logprob=-0.1)]
+    probes = [Probe("prompt", list(rng.normal(size=8)), 0.5), Probe("tokens", list(rng.normal(size=8)), -0.5)]
+    calibrator = calibration(text=False, tokens=False)
+    calibrator.extra["probes"] = [probe.to_dict() for probe in probes]
+    recorded = LocalAnswer("x", {}, 3, 5, 0.1, hidden_prompt=encode(states[0]),
+                           hidden_tokens=[encode(state) for state in states[1:]])
+    for count in (0, 1, 3, None):
+        expected = {probe.signal: probe.logit(recorded.hidden(probe.source, count)) for probe in probes}
+        got = hidden_signals(calibrator, tokens, count)
+        assert got.keys() == expected.keys() and all(abs(got[k] - expected[k]) < 1e-2 for k in got)
+    assert hidden_signals(calibrator, [SimpleNamespace(logprob=-0.1)]) == {}  # no hidden state: no probe signal
+    assert "probe_tokens" in context_signals(calibrator, "q", tokens)
+
+
+def test_the_final_decision_reads_the_probe_where_the_tokens_carry_hidden_states():
+    """A final calibrator on ``probe_prompt`` decides on the prompt's state when the leg hands it back, and on
+    the probabilities-only fallback calibrator it carries when the leg does not."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from fallback.calibration import Calibrator
+    from fallback.probe import Probe
+
+    probe = Probe("prompt", [1.0, 0.0], 0.0)
+    final = Calibrator("platt", ["probe_prompt"], [0.0], [1.0], [4.0], 0.0, threshold=0.5, task="t")
+    final.extra = {"probes": [probe.to_dict()],
+                   "fallback": Calibrator("isotonic", ["mean_logprob"], knots=[(-100.0, 0.42)]).to_dict()}
+    cascade = Cascade(FakeLocalLeg(), None, PolicyConfig(threshold=0.5), None, final)
+    request = CascadeRequest(prompt="q", task="t")
+    sure = [SimpleNamespace(logprob=-0.1, top=(), token_id=1, text='x', hidden=np.array([2.0, 0.0]))]
+    unsure = [SimpleNamespace(logprob=-0.1, top=(), token_id=1, text='x', hidden=np.array([-2.0, 0.0]))]
+    assert cascade.confidence_of_tokens(sure, request) > 0.99 > 0.01 > cascade.confidence_of_tokens(unsure, request)
+    assert cascade.confidence_of_tokens([SimpleNamespace(logprob=-0.1, top=(), token_id=1, text='x')], request) == 0.42
+    assert cascade.record_hidden == 4 and Cascade(FakeLocalLeg(), calibrator=calibration()).record_hidden is None

@@ -78,3 +78,83 @@ def test_a_confident_prompt_is_answered_locally(early_server, cloud):
     with Ledger(ledger_path) as ledger:
         (row,) = ledger.entries()
     assert row.local_tokens_out > 0
+
+
+def _chunks(response: httpx.Response) -> list[dict]:
+    return [json.loads(line[6:]) for line in response.text.splitlines()
+            if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+def _streamed_text(response: httpx.Response) -> str:
+    return "".join(choice.get("text") or "" for chunk in _chunks(response) for choice in chunk.get("choices", []))
+
+
+def _edge(response: httpx.Response) -> dict:
+    """The routing summary a stream's last chunk carries."""
+    return [chunk["edge"] for chunk in _chunks(response) if "edge" in chunk][-1]
+
+
+def _prompt_probe_calibration(runtime):
+    """A calibration whose only early decision is the prompt checkpoint (0): a probe on the prompt's last hidden
+    state, fitted (``fit_probe``, ``fit_platt``, ``early_threshold``) on the bundled model's own states of the
+    made-up hopeless and confident queries, as the server's requests frame them; every whole answer is kept."""
+    import numpy as np
+
+    from benchmarks.early_calibration import CONFIDENT, HOPELESS
+    from fallback.calibration import Calibrator, fit_platt
+    from fallback.early import RunningCalibration, early_threshold
+    from fallback.probe import fit_probe
+
+    queries = HOPELESS + CONFIDENT
+    correct = [False] * len(HOPELESS) + [True] * len(CONFIDENT)
+    states = np.stack([runtime.generate(query + "\nAnswer:", max_tokens=1, record_hidden=0).tokens[0].hidden
+                       for query in queries])
+    probe = fit_probe(states, correct, "prompt", components=4, l2=1.0)
+    rows = [{"probe_prompt": probe.logit(state)} for state in states]
+    checkpoint = fit_platt(rows, correct, ["probe_prompt"])
+    checkpoint.threshold = early_threshold([checkpoint.predict(row) for row in rows], correct, 0.2, 0.9)
+    checkpoint.extra = {"probes": [probe.to_dict()], "tokens": 0}
+    final = Calibrator("isotonic", ["mean_logprob"], knots=[(-1000.0, 0.99)], threshold=0.5, task="t", model="m")
+    final.extra["running"] = RunningCalibration(4, {0: checkpoint}).to_dict()
+    return final
+
+
+@pytest.fixture()
+def probe_server(batched_runtime, cloud, tmp_path, monkeypatch):
+    """(url, calls): a server whose calibration decides from the prompt's hidden state; ``stream`` calls counted."""
+    from edge_runtime.server.build import build_server
+    from edge_runtime.server.settings import ServerSettings
+
+    path = _prompt_probe_calibration(batched_runtime).save(tmp_path / "calibration.json")
+    calls = []
+    original = batched_runtime.stream
+    monkeypatch.setattr(batched_runtime, "stream", lambda *a, **k: calls.append(k) or original(*a, **k))
+    settings = ServerSettings(cloud=_cloud_gateway(cloud), calibration=path, ledger=False)
+    app, _ = build_server(settings, runtime=batched_runtime)
+    with running(app) as url:
+        yield url, calls
+
+
+def test_a_stream_is_escalated_at_the_prompt_checkpoint_from_the_engines_hidden_state(probe_server, cloud):
+    """The server asks the engine for hidden states (the calibration reads them), and the probe on the prompt's
+    last state escalates the hopeless prompt when its first token arrives, as ``eval`` would at checkpoint 0;
+    the confident prompt is kept. Neither decision is possible on the tokens' probabilities alone here."""
+    url, calls = probe_server
+    hopeless = _ask(url, HOPELESS_QUERY, stream=True)
+    assert hopeless.status_code == 200, hopeless.text
+    assert (hopeless.headers["X-Edge-Route-Taken"], _edge(hopeless)["reason"]) == ("cloud", "early_low_confidence")
+    assert _streamed_text(hopeless) == "Cloud says Paris."
+    confident = _ask(url, CONFIDENT_QUERY, stream=True)
+    assert (confident.headers["X-Edge-Route-Taken"], _edge(confident)["reason"]) == ("local", "confident")
+    assert [call.get("record_hidden") for call in calls] == [4, 4]
+
+
+def test_a_whole_answer_is_escalated_at_the_prompt_checkpoint_after_one_token(probe_server, cloud):
+    """Non-streamed, the same prompt checkpoint stops the local leg at its first token and the cloud answers."""
+    url, calls = probe_server
+    response = _ask(url, HOPELESS_QUERY)
+    assert response.status_code == 200, response.text
+    assert (response.headers["X-Edge-Route-Taken"], response.headers["X-Edge-Reason"]) == ("cloud",
+                                                                                           "early_low_confidence")
+    assert response.json()["choices"][0]["text"] == "Cloud says Paris."
+    assert calls[-1]["record_hidden"] == 4
