@@ -30,10 +30,22 @@ class LocalAnswerer:
         self.runtime = runtime
         self._content_free: dict[tuple[str, tuple[str, ...]], list[float]] = {}
         self._grammars: dict[str, str] = {}
-        # a backend that cannot record hidden states in process (an engine child) gives no probe signals
+        # generated answers ask for hidden states per request (any backend that declares them, the engine's
+        # child included); label scoring reads the prompt's from the in-process backend's recorder
+        self.per_request = ({"record_hidden": hidden_tokens} if hidden_tokens is not None
+                            and runtime.backend.capabilities.hidden_states else {})
         self.recording = callable(getattr(runtime.backend, "record_hidden", None)) and hidden_tokens is not None
         if self.recording:
             runtime.backend.record_hidden(hidden_tokens)
+
+    @staticmethod
+    def _hidden_of(tokens) -> dict:
+        """The hidden states a generated answer's tokens carry (the state each was chosen from), encoded for
+        ``LocalAnswer``: exactly what the server's cascade reads from the same tokens."""
+        states = [token.hidden for token in tokens if token.hidden is not None]
+        if not states:
+            return {}
+        return {"hidden_prompt": encode(states[0]), "hidden_tokens": [encode(state) for state in states[1:]]}
 
     def _hidden(self) -> dict:
         """The hidden states the backend recorded for the last request, encoded for ``LocalAnswer``."""
@@ -77,7 +89,7 @@ class LocalAnswerer:
         grammar = self._grammar(item)
         started = time.perf_counter()
         stream = self.runtime.stream(item.prompt, max_tokens=MAX_STRUCTURED_TOKENS if grammar else MAX_ANSWER_TOKENS,
-                                     stop=item.stop, top_logprobs=TOP_ALTERNATIVES,
+                                     stop=item.stop, top_logprobs=TOP_ALTERNATIVES, **self.per_request,
                                      **({"grammar": grammar} if grammar else {}))
         times = [time.perf_counter() - started for event in stream if event.token is not None]
         latency_s, result = time.perf_counter() - started, stream.result
@@ -90,6 +102,6 @@ class LocalAnswerer:
             logprobs=[token.logprob for token in tokens], fields=fields, token_times_s=times[:len(tokens)],
             margins=token_margins([t.logprob for t in tokens], [[(a.token_id, a.logprob) for a in t.top]
                                                                 for t in tokens], [t.token_id for t in tokens]),
-            invalid=answer_invalidity(item, result.text), keys=item.keys, **self._hidden())
+            invalid=answer_invalidity(item, result.text), keys=item.keys, **self._hidden_of(tokens))
         answer.signals = answer.signals_after()
         return answer

@@ -131,3 +131,28 @@ def test_the_batched_backend_records_beside_prompt_chunks_of_other_requests(bund
         assert [s.hidden is not None for s in results["long2"]] == [True, False, False, False]
     finally:
         backend.close()
+
+
+def test_eval_and_the_server_read_the_same_hidden_states_of_an_answer(runtime):
+    """``edge-runtime eval`` records a generated answer's hidden states from its tokens, the ones the server's
+    cascade reads: the probes' logits are equal at every checkpoint and at the end (one calibration file means
+    the same decision in both)."""
+    from types import SimpleNamespace
+
+    from edge_runtime.evaluation.answerer import LocalAnswerer
+    from fallback.early_request import hidden_signals
+    from fallback.probe import Probe
+    from fallback.tasks import TaskItem
+
+    item = TaskItem(id="1", task="languages", prompt=PROMPT, answer="German", stop=["\n"])
+    answer = LocalAnswerer(runtime).answer(item)
+    runtime.backend.record_hidden(None)
+    tokens = runtime.generate(PROMPT, max_tokens=64, stop=["\n"], record_hidden=4).tokens
+    rng = np.random.default_rng(1)
+    probes = [Probe(source, list(rng.normal(size=640) / 25), 0.1) for source in ("prompt", "tokens")]
+    calibrator = SimpleNamespace(extra={"probes": [probe.to_dict() for probe in probes]})
+    assert answer.hidden_prompt and len(answer.hidden_tokens) == min(len(tokens) - 1, 4)
+    for count in (0, 1, 2, None):
+        served = hidden_signals(calibrator, tokens, count)
+        evaluated = {probe.signal: probe.logit(answer.hidden(probe.source, count)) for probe in probes}
+        assert all(abs(served[name] - evaluated[name]) < 0.05 for name in evaluated), (count, served, evaluated)
