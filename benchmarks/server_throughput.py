@@ -134,8 +134,16 @@ def server_commands(model: str, port: int, llama_server: str | None,
     }
     if llama_server:
         commands[CPP] = [llama_server, "-m", model, "--port", str(port), "--parallel", "8", "-c", str(2048 * 8),
-                         "-t", "2", "--log-disable"]
+                         "-t", "2", "--log-disable", *same_weight_buffers()]
     return commands
+
+
+def same_weight_buffers() -> list[str]:
+    """llama-server's flag that keeps its weights where ours are: out of the extra buffer types (AMX tiles, CPU
+    repack) on a CPU where our runtime keeps them out (``edge_runtime.engine.cpu``), else nothing."""
+    from edge_runtime.engine.cpu import extra_buffers_safe, system_info
+
+    return [] if extra_buffers_safe(system_info()) else ["--no-repack"]
 
 
 def start(command: list[str], port: int) -> tuple[subprocess.Popen, str]:
