@@ -39,4 +39,14 @@ def backend_class(model_format: str) -> type:
 
 
 def load_backend(model_format: str, path: Path, settings: LoadSettings) -> Backend:
-    return backend_class(model_format).load(path, settings)
+    """Loads ``path`` with the format's backend. A GGUF model's native load starts first, on a thread
+    (``model_preload``), so it overlaps the import of the backend's modules."""
+    if model_format != "gguf":
+        return backend_class(model_format).load(path, settings)
+    from edge_runtime.backends import model_preload
+
+    model_preload.start(path, settings)
+    try:
+        return backend_class(model_format).load(path, settings)
+    finally:
+        model_preload.discard()  # a load the backend did not take (it failed before it could)

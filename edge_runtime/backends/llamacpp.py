@@ -401,14 +401,13 @@ def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int) -> tuple[
     """Checks the file in Python, then loads the model and a context for ``n_seq_max`` sequences of
     ``settings.n_ctx`` tokens each, with weights repacked only where the load path wants it and the CPU allows
     it (``edge_runtime.engine.safety.use_extra_buffers``)."""
-    from edge_runtime.engine.cpu import system_info
-    from edge_runtime.engine.safety import use_extra_buffers
+    from edge_runtime.backends import model_preload
     from edge_runtime.plan import context_shape
 
     read_header(path)  # llama.cpp aborts the process on some malformed files: refuse them first
     shape = context_shape(settings)  # the buffers the fit plan counted
-    model = NativeModel(path, use_mmap=settings.use_mmap, n_gpu_layers=settings.n_gpu_layers,
-                        repack_weights=use_extra_buffers(settings, system_info()))
+    arguments = model_preload.model_arguments(path, settings)
+    model = model_preload.take(arguments) or model_preload.open_model(arguments)
     try:
         context = NativeContext(model, n_ctx=settings.n_ctx * n_seq_max, n_batch=settings.n_batch,
                                 n_threads=settings.n_threads or default_threads(), n_seq_max=n_seq_max,

@@ -11,8 +11,6 @@ import ctypes
 import os
 from pathlib import Path
 
-import numpy as np
-
 from edge_runtime.backends.llama_bindings import llama_cpp
 from edge_runtime.errors import BackendError
 
@@ -159,8 +157,10 @@ class NativeContext:
         callback = self._abort_callback or llama_cpp.ggml_abort_callback()
         llama_cpp.llama_set_abort_callback(self.pointer, callback, ctypes.c_void_p(0))
 
-    def logits_row(self, index: int) -> np.ndarray:
+    def logits_row(self, index: int) -> "np.ndarray":
         """A view (no copy) of the logits of output ``index``; valid until the next decode."""
+        import numpy as np  # not at module level: a cold start loads the model before numpy is imported
+
         pointer = llama_cpp.llama_get_logits_ith(self.pointer, index)
         if not pointer:
             raise BackendError(f"llama.cpp returned no logits for output {index}")
