@@ -6,8 +6,9 @@ set, the kernel's ``ru_maxrss``), and its plan comes from ``edge-runtime plan`` 
 - ``short``: ``edge-runtime run PROMPT --ctx N --batch B --max-tokens 8`` through the real CLI;
 - ``long``: ``Runtime.load`` + a prompt that fills the context (every micro-batch attends to a full cache), a
   speculative greedy answer and a scored label choice: the worst case the plan must still cover;
-- ``parallel``: the batched context (``n_parallel`` sequences, as the server runs it) with that many
-  concurrent requests.
+- ``parallel`` / ``parallel-full``: the batched context (``n_parallel`` sequences, as the server runs it) with
+  that many concurrent requests, short prompts / prompts that nearly fill every sequence's context (the plan's
+  worst case);
 
 The plan must be an upper bound (ratio >= 1.0) everywhere and tight (<= 1.15) for ``short``. The first load of
 a configuration probes it in a child (``edge_runtime.engine.probe``); one warm-up run caches the verdicts first.
@@ -45,9 +46,13 @@ PARALLEL = """
 import sys, threading
 from edge_runtime.caps import LoadSettings
 from edge_runtime.runtime import Runtime
-ctx, batch, parallel = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+ctx, batch, parallel, fill = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "fill"
 runtime = Runtime.load(settings=LoadSettings(n_ctx=ctx, n_batch=batch, n_parallel=parallel, prefix_cache=False))
 prompts = [f"{n} + {n} = " * 20 for n in range(parallel)]
+if fill:  # every sequence's context nearly full: the worst case the plan must cover
+    words = ("the history of the printing press begins in the fifteenth century " * (ctx // 8)).split()
+    prompts = [f"{n} " + " ".join(words[:ctx * 2 // 3]) for n in range(parallel)]
+    prompts = [" ".join(p.split()[:int(len(p.split()) * (ctx - 40) / len(runtime.backend.tokenize(p)))]) for p in prompts]
 threads = [threading.Thread(target=runtime.generate, args=(prompt,), kwargs={"max_tokens": 8}) for prompt in prompts]
 for thread in threads:
     thread.start()
@@ -110,7 +115,9 @@ def run_argv(ctx: int, batch: int, prompt: str = PROMPT) -> list[str]:
 def measure(workload: str, ctx: int, batch: int, parallel: int = 1) -> Row:
     argv = {"short": lambda: run_argv(ctx, batch),
             "long": lambda: [sys.executable, "-c", LONG, str(ctx), str(batch)],
-            "parallel": lambda: [sys.executable, "-c", PARALLEL, str(ctx), str(batch), str(parallel)]}[workload]()
+            "parallel": lambda: [sys.executable, "-c", PARALLEL, str(ctx), str(batch), str(parallel), "short"],
+            "parallel-full": lambda: [sys.executable, "-c", PARALLEL, str(ctx), str(batch), str(parallel), "fill"],
+            }[workload]()
     return Row(workload, ctx, batch, parallel, planned_bytes(ctx, batch, parallel), peak_rss_bytes(argv))
 
 
@@ -135,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += [measure("long", ctx, args.batch[0]) for ctx in args.long]
     if args.parallel > 1:
         rows.append(measure("parallel", 2048, args.batch[0], args.parallel))
+        rows.append(measure("parallel-full", 2048, args.batch[0], args.parallel))
     print(format_rows(rows))
     if args.json:
         with open(args.json, "w") as handle:

@@ -75,6 +75,14 @@ def context_shape(settings: LoadSettings) -> ContextShape:
                         kv_unified=sequences > 1)
 
 
+def flash_attention_used(shape: ContextShape, settings: LoadSettings) -> bool:
+    """Whether llama.cpp computes attention without materialising the scores: asked for, or left to llama.cpp
+    (None) on a CPU-only load, where its automatic choice enables it (the CPU backend runs flash attention for
+    every head size with f16 KV; llama.cpp logs ``Flash Attention enabled``). With layers offloaded the choice
+    depends on the device, and the plan counts the scores."""
+    return bool(shape.flash_attn) if shape.flash_attn is not None else settings.n_gpu_layers == 0
+
+
 @dataclass
 class FitPlan:
     model_path: str
@@ -138,14 +146,15 @@ def kv_cache_bytes(header: GGUFHeader, n_ctx: int) -> int:
     return sum(_dimensions(header).kv_values_per_cell) * n_ctx * KV_BYTES_PER_VALUE
 
 
-def compute_bytes(header: GGUFHeader, shape: ContextShape) -> int:
+def compute_bytes(header: GGUFHeader, shape: ContextShape, flash_attn: bool | None = None) -> int:
     """The most a decode touches of llama.cpp's compute buffer and the CPU work buffer: the attention stage
     (scores of every head against every cell in f32 and their f16 copy for the value product, unless flash
     attention; the masks), the feed-forward stage, or the logits of ``n_outputs_max`` rows."""
     dims = _dimensions(header)
     # a sequence attends to its own cells, or, in a unified buffer, to every cell (the others masked)
     cells = padded_cells(shape.n_ctx if shape.kv_unified else shape.n_ctx // shape.n_seq_max)
-    scores_per_cell = 0 if shape.flash_attn else dims.n_head * (4 + 2)
+    flash = shape.flash_attn if flash_attn is None else flash_attn
+    scores_per_cell = 0 if flash else dims.n_head * (4 + 2)
     attention = shape.n_ubatch * cells * (scores_per_cell + 8)
     feed_forward = shape.n_ubatch * (3 * dims.n_ff + 4 * dims.n_embd) * 4
     logits = shape.n_outputs_max * dims.n_vocab * LOGIT_BYTES + shape.n_ubatch * dims.n_embd * 4 * 4
@@ -175,7 +184,8 @@ def _reasons(plan: FitPlan) -> list[str]:
 def plan_gguf(header: GGUFHeader, settings: LoadSettings, caps: Caps) -> FitPlan:
     """The plan of a GGUF model loaded with ``settings`` (the prefix store only when ``settings`` keep one)."""
     shape = context_shape(settings)
-    kv_bytes, scratch_bytes = kv_cache_bytes(header, padded_cells(shape.n_ctx)), compute_bytes(header, shape)
+    kv_bytes = kv_cache_bytes(header, padded_cells(shape.n_ctx))
+    scratch_bytes = compute_bytes(header, shape, flash_attention_used(shape, settings))
     logits_bytes, base_bytes = output_bytes(header, shape), runtime_bytes(header)
     needed = header.weights_bytes + kv_bytes + scratch_bytes + logits_bytes + base_bytes
     prefix_cache_bytes = settings.prefix_cache_bytes if settings.prefix_cache else 0

@@ -55,7 +55,10 @@ def test_flash_attention_needs_less_compute_at_long_contexts(bundled_path):
     header = read_header(bundled_path)
     plain, flash = (plan_gguf(header, LoadSettings(n_ctx=8192, flash_attn=flag), Caps()) for flag in (False, True))
     assert flash.compute_bytes < plain.compute_bytes
-    assert plan_gguf(header, LoadSettings(n_ctx=8192), Caps()).compute_bytes == plain.compute_bytes  # auto: worst
+    # auto (None): llama.cpp enables it on a CPU-only load; with layers offloaded the device decides: the worst
+    assert plan_gguf(header, LoadSettings(n_ctx=8192), Caps()).compute_bytes == flash.compute_bytes
+    offloaded = plan_gguf(header, LoadSettings(n_ctx=8192, n_gpu_layers=99), Caps())
+    assert offloaded.compute_bytes == plain.compute_bytes
 
 
 def test_a_batch_asking_for_more_rows_than_the_context_keeps_is_refused(runtime):
