@@ -108,7 +108,9 @@ class GenerationResult:
 
 @dataclass
 class StreamEvent:
-    """One streamed piece of text; ``token`` is None for text released after a held-back stop prefix."""
+    """One streamed piece of text and the token it came with: every generated token gets one (``text`` is ""
+    while the token's text is held back, part of a possible stop string or of a UTF-8 character); ``token`` is
+    None for text released at the end after a held-back stop prefix."""
 
     text: str
     token: TokenLogprob | None

@@ -300,9 +300,9 @@ class _Recorder:
             if step.is_end_of_generation:
                 self.finish_reason = "stop"
                 break
-            text = scanner.feed(step.piece)
-            if text or scanner.stopped:
-                yield self.release(text, token)
+            # every token gets its event, with "" while its text is held back (part of a possible stop string, half
+            # of a UTF-8 character): a caller judging tokens as they come (the cascade) sees all of them in order
+            yield self.release(scanner.feed(step.piece), token)
             if scanner.stopped:
                 self.finish_reason = "stop"
                 break

@@ -57,7 +57,9 @@ class Cascade:
         self.hold_min_tokens, self.hold_margin = hold_min_tokens, hold_margin
         # the calibration's running checkpoints (``early``: off when a fixed threshold overrides the calibration)
         self.checkpoints = _checkpoints(calibrator) if early and calibrator is not None else None
-        self.record_hidden = _recorded_tokens(calibrator) if calibrator is not None else None
+        self.record_hidden = _recorded_tokens(calibrator, early) if calibrator is not None else None
+        # margin signals need each token's best alternative: the leg is asked for that many, whatever the client
+        self.alternatives = _alternatives(calibrator) if calibrator is not None else 0
 
     # -- confidence ------------------------------------------------------------------------------------------
     def confidence_of(self, result, request: CascadeRequest | None = None) -> float | None:
@@ -76,10 +78,16 @@ class Cascade:
         return answer_confidence(tokens, request.response_format, self.calibrator, context)
 
     def _asking(self, request: CascadeRequest) -> CascadeRequest:
-        """``request`` as the local leg is asked it: with hidden states recorded when the calibration reads them."""
-        if self.record_hidden is None or request.record_hidden is not None or request.route == Route.CLOUD:
+        """``request`` as the local leg is asked it: with hidden states recorded, and alternatives enough for its
+        margin signals, when the calibration reads them (the client is shown only the alternatives it asked for)."""
+        if request.route == Route.CLOUD:
             return request
-        return dataclasses.replace(request, record_hidden=self.record_hidden)
+        changes = {}
+        if self.record_hidden is not None and request.record_hidden is None:
+            changes["record_hidden"] = self.record_hidden
+        if request.top_logprobs < self.alternatives:
+            changes["top_logprobs"] = self.alternatives
+        return dataclasses.replace(request, **changes) if changes else request
 
     def can_escalate(self, request: CascadeRequest) -> bool:
         """Whether this request could go to the cloud at all: a cloud is configured and the request allows it."""
@@ -170,7 +178,9 @@ class Cascade:
         try:
             cloud = await self.gateway.complete(self._cloud_request(request, False, started))
         except FallbackError as exc:
-            local = await asyncio.to_thread(self.run_local, request, cancel)
+            left = request.deadline_s - (time.perf_counter() - started) if request.deadline_s else None
+            again = dataclasses.replace(request, deadline_s=max(left, 0.05)) if left is not None else request
+            local = await asyncio.to_thread(self.run_local, again, cancel)  # within what is left of the deadline
             return local, self._degraded(local, decision, f"{type(exc).__name__}: {exc}")
         return run, self._cloud_result(run, decision, cloud, cloud.text, run.result.usage.prompt_tokens)
 
@@ -320,12 +330,23 @@ def _checkpoints(calibrator):
     return RequestCheckpoints.of(calibrator)
 
 
-def _recorded_tokens(calibrator) -> int | None:
-    """How many generated tokens' hidden states a request records for ``calibrator`` (None: it reads none)."""
+def _recorded_tokens(calibrator, early: bool) -> int | None:
+    """How many generated tokens' hidden states a request records for ``calibrator`` (None: it reads none;
+    the running checkpoints count only when ``early`` decisions are on)."""
     from fallback.early_request import needs_hidden
     from fallback.probe import RECORDED_TOKENS
 
-    return RECORDED_TOKENS if needs_hidden(calibrator) else None
+    return RECORDED_TOKENS if needs_hidden(calibrator, running=early) else None
+
+
+def _alternatives(calibrator) -> int:
+    """Alternatives per token the calibration's margin signals need (2: the chosen token and its runner-up), or 0."""
+    from fallback.calibration import Calibrator
+
+    checkpoints = calibrator.extra.get("running", {}).get("checkpoints", {}).values()
+    calibrators = [calibrator, *(Calibrator.from_dict(record) for record in checkpoints)]
+    read = {name for each in calibrators for feature in each.features for name in feature.split("*")}
+    return 2 if any("margin" in name for name in read) else 0
 
 
 def _refuse_contradiction(request: CascadeRequest) -> None:

@@ -58,13 +58,15 @@ class RequestCheckpoints:
                       ended: bool = False, newest: bool = False) -> RunningDecision | None:
         """The first checkpoint within ``tokens`` (the prompt's, then the token counts') whose calibrated
         running confidence is below its threshold, or None. An ``ended`` answer's own end is the final
-        decision's, not a checkpoint (as in ``early.checkpoint_tokens``). ``newest``: only the checkpoints the
-        last token made reachable (a caller that asks after every token has judged the earlier ones)."""
+        decision's, not a checkpoint (as in ``early.checkpoint_tokens``). ``newest``: a caller that asks after
+        every token of an answer whose end it does not know yet: only the checkpoint the last token confirmed
+        (count n is judged once token n + 1 exists, so an answer's end is never taken for a checkpoint; the
+        prompt's at the first token)."""
         from fallback.answer_confidence import token_signals
 
-        counts = range(1, len(tokens) + (0 if ended else 1), self.running.every)
+        counts = range(1, len(tokens) + (0 if ended or newest else 1), self.running.every)
         prompt = [PROMPT_CHECKPOINT] if tokens and PROMPT_CHECKPOINT in self.running.by_tokens else []
-        first = (len(tokens) if len(tokens) > 1 else 0) if newest else PROMPT_CHECKPOINT
+        first = len(tokens) - 1 if newest else PROMPT_CHECKPOINT
         for count in (count for count in [*prompt, *counts] if count >= first):
             calibrator = self.running.at(count)  # as ``early.decide_running`` picks it
             if calibrator is None:
@@ -109,19 +111,20 @@ def hidden_signals(calibrator: Calibrator, tokens: Sequence[LocalToken], count: 
 
     probes = [probe for probe in probes_of(calibrator) if probe.source != "text"]
     first = getattr(tokens[0], "hidden", None) if probes and tokens else None
-    if first is None:
-        return {}
+    if first is None or any(len(probe.weights) != len(first) for probe in probes):
+        return {}  # none recorded, or a calibration fitted on another model's hidden states: no probe signal
     seen = tokens[:max(count, 1)] if count is not None else tokens
     states = [state for state in (getattr(token, "hidden", None) for token in seen) if state is not None]
     return probe_signals(probes, lambda source: first if source == "prompt" else sum(states) / len(states))
 
 
-def needs_hidden(calibrator: Calibrator) -> bool:
-    """Whether ``calibrator`` (its final decision or any running checkpoint) reads a hidden-state probe."""
+def needs_hidden(calibrator: Calibrator, running: bool = True) -> bool:
+    """Whether ``calibrator`` (its final decision or, with ``running``, any running checkpoint) reads a
+    hidden-state probe."""
     from fallback.probe import probes_of
 
-    running = RunningCalibration.of(calibrator)
-    calibrators = [calibrator, *(running.by_tokens.values() if running is not None else ())]
+    checkpoints = RunningCalibration.of(calibrator) if running else None
+    calibrators = [calibrator, *(checkpoints.by_tokens.values() if checkpoints is not None else ())]
     read = {name for each in calibrators for feature in each.features for name in feature.split("*")}
     return bool(read & HIDDEN_SIGNALS) or any(probe.source != "text" for each in calibrators
                                               for probe in probes_of(each))

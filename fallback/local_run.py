@@ -47,13 +47,15 @@ def run_whole(local: LocalLeg, request: CascadeRequest, confidence: Confidence,
     tokens, verdict = [], None
     try:
         stream = local.stream(request.local_request())
-        for piece in stream:
-            if piece.token is not None and running is not None:
-                tokens.append(piece.token)
-                verdict = running(tokens)
-            if verdict is not None or (cancel is not None and cancel.is_set()):
-                stream.close()
-                break
+        try:
+            for piece in stream:
+                if piece.token is not None and running is not None:
+                    tokens.append(piece.token)
+                    verdict = running(tokens)
+                if verdict is not None or (cancel is not None and cancel.is_set()):
+                    break
+        finally:
+            stream.close()  # stopped early, cancelled, or a judgement that raised: the local leg is let go
         answer = stream.result
     except LocalLegError as exc:
         return failed_run(request, exc, time.perf_counter() - started)

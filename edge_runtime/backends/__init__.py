@@ -45,8 +45,8 @@ def load_backend(model_format: str, path: Path, settings: LoadSettings) -> Backe
         return backend_class(model_format).load(path, settings)
     from edge_runtime.backends import model_preload
 
-    model_preload.start(path, settings)
+    started = model_preload.start(path, settings)
     try:
         return backend_class(model_format).load(path, settings)
     finally:
-        model_preload.discard()  # a load the backend did not take (it failed before it could)
+        model_preload.discard(started)  # the load, if the backend did not take it (it failed before it could)

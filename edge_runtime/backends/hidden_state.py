@@ -4,8 +4,9 @@ llama.cpp hands back the final hidden state (the final norm's output, the lm_hea
 of every output position when a context has embeddings turned on, with pooling NONE (a generation model's
 default), and keeps computing the logits beside it. But with embeddings on, every token of a batch becomes an
 output (a prefill chunk would ask for hundreds of vocabulary-sized rows, past ``n_outputs_max``, and llama.cpp
-aborts), so they are turned on only around single-token decodes: the prompt's last token (decoded on its own
-after the rest of the prefill) and the first few generated tokens. The cost is one more decode call per request
+aborts), so they are turned on only around decodes of single-token rows: the prompt's last token (decoded on
+its own after the rest of the prefill) and the first few generated tokens; the batched backend decodes such
+rows apart from other requests' prompt chunks (``llamacpp_batched.split_for_hidden``). The cost is one more decode call per request
 and a copy of ``n_embd`` floats per recorded position; a request that records nothing pays nothing.
 """
 

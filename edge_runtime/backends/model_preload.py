@@ -35,8 +35,9 @@ def open_model(arguments: tuple[str, bool, int, bool]):
     return NativeModel(Path(path), use_mmap=use_mmap, n_gpu_layers=n_gpu_layers, repack_weights=repack_weights)
 
 
-def start(path: Path, settings: LoadSettings) -> None:
-    """Starts loading the model on a thread; a malformed file is refused here first, as ``open_native`` does."""
+def start(path: Path, settings: LoadSettings) -> tuple:
+    """Starts loading the model on a thread and returns its key (``discard`` it when done); a malformed file is
+    refused here first, as ``open_native`` does. Loads of other callers are left alone."""
     from edge_runtime.gguf_file import read_header
 
     read_header(path)  # llama.cpp aborts the process on some malformed files
@@ -50,10 +51,11 @@ def start(path: Path, settings: LoadSettings) -> None:
             outcome["error"] = exc
 
     thread = threading.Thread(target=load, name="edge-runtime-model-load", daemon=True)
-    discard()
+    discard(arguments)  # one started load per arguments: an older one nobody took is freed
     with _lock:
         _started[arguments] = (thread, outcome)
     thread.start()
+    return arguments
 
 
 def take(arguments: tuple[str, bool, int, bool]):
@@ -69,11 +71,14 @@ def take(arguments: tuple[str, bool, int, bool]):
     return outcome["model"]
 
 
-def discard() -> None:
-    """Frees every started load nobody took."""
+def discard(arguments: tuple | None = None) -> None:
+    """Frees the started load of ``arguments`` if nobody took it (every such load with None)."""
     with _lock:
-        entries = list(_started.values())
-        _started.clear()
+        if arguments is None:
+            entries = list(_started.values())
+            _started.clear()
+        else:
+            entries = [_started.pop(arguments)] if arguments in _started else []
     for thread, outcome in entries:
         thread.join()
         if "model" in outcome:

@@ -2,7 +2,7 @@
 
 ``python -m edge_runtime.engine.worker FD`` (FD: one end of a socket pair) receives ``("load", format, path,
 settings_json)``, loads the backend and answers ``("ready", info)``; then ``("generate", id, prompt_ids,
-sampling)`` streams ``("step", id, (token_id, piece, logprob, top, end), pieces)`` and ``("end", id)``;
+sampling)`` streams ``("step", id, (token_id, piece, logprob, top, end[, hidden]), pieces)`` and ``("end", id)``;
 ``("call", id, method, args, kwargs)`` answers ``("result", id, value)``; ``("abort", id)`` stops a generation;
 failures answer ``("error", id, encoded)``. A backend that is not thread-safe is used by one request at a time,
 each in its own thread. A batching backend (one that can ``submit``) gets no thread per request: its scheduler
@@ -14,7 +14,6 @@ the scheduler between decodes. The worker exits when the pipe closes: it never o
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import threading

@@ -117,7 +117,8 @@ class EdgeServer:
                 if first:
                     self.metrics.first_token.labels(route="").observe(time.perf_counter() - started)
                     first = False
-                yield sse(stream_builder.piece(item))
+                if item.text or stream_builder.with_logprobs:  # a held-back token's empty piece carries only logprobs
+                    yield sse(stream_builder.piece(item))
         except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band, then end the stream
             yield sse(translate_error(exc).body())
         finally:

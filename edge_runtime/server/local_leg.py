@@ -54,9 +54,9 @@ class RuntimeLocalLeg:
     def stream(self, request: LocalRequest) -> RuntimeLocalStream:
         source = {"messages": request.messages} if request.messages is not None else {"prompt": request.prompt}
         optional = {"grammar": request.grammar} if request.grammar else {}
-        if request.record_hidden is not None and self.runtime.backend.capabilities.hidden_states:
-            optional["record_hidden"] = request.record_hidden  # a backend without them: probability signals only
         try:
+            if request.record_hidden is not None and self.runtime.backend.capabilities.hidden_states:
+                optional["record_hidden"] = request.record_hidden  # a backend without them: probabilities only
             stream = self.runtime.stream(
                 **source, max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
                 seed=request.seed, stop=request.stop, top_logprobs=request.top_logprobs,

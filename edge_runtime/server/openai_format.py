@@ -70,24 +70,26 @@ def _token_bytes(text: str) -> list[int]:
     return list(text.encode("utf-8"))
 
 
-def chat_logprobs(tokens) -> dict:
-    return {"content": [chat_token_logprob(token) for token in tokens], "refusal": None}
+def chat_logprobs(tokens, top: int | None = None) -> dict:
+    return {"content": [chat_token_logprob(token, top) for token in tokens], "refusal": None}
 
 
-def chat_token_logprob(token) -> dict:
+def chat_token_logprob(token, top: int | None = None) -> dict:
+    """One token's logprobs with at most ``top`` alternatives (the cascade may have asked the model for more,
+    for its margin signals, than the client asked to see)."""
     return {"token": token.text, "logprob": _logprob(token.logprob), "bytes": _token_bytes(token.text),
             "top_logprobs": [{"token": alt.text, "logprob": _logprob(alt.logprob), "bytes": _token_bytes(alt.text)}
-                             for alt in token.top]}
+                             for alt in token.top[:top]]}
 
 
-def completion_logprobs(tokens, offset: int = 0) -> dict:
+def completion_logprobs(tokens, offset: int = 0, top: int | None = None) -> dict:
     offsets, position = [], offset
     for token in tokens:
         offsets.append(position)
         position += len(token.text)
     return {"tokens": [token.text for token in tokens],
             "token_logprobs": [_logprob(token.logprob) for token in tokens],
-            "top_logprobs": [{alt.text: _logprob(alt.logprob) for alt in token.top} for token in tokens],
+            "top_logprobs": [{alt.text: _logprob(alt.logprob) for alt in token.top[:top]} for token in tokens],
             "text_offset": offsets}
 
 
@@ -103,21 +105,22 @@ def tool_call(call: dict) -> dict:
             "function": {"name": function.get("name") or "", "arguments": function.get("arguments") or ""}}
 
 
-def chat_completion(result, model: str, with_logprobs: bool) -> dict:
+def chat_completion(result, model: str, with_logprobs: bool, top: int | None = None) -> dict:
     message = {"role": "assistant", "content": result.text, "refusal": None}
     reason = finish_reason(result.finish_reason)
     if result.tool_calls:
         message["tool_calls"] = [tool_call(call) for call in result.tool_calls]
         message["content"] = result.text or None
         reason = "tool_calls"
-    logprobs = chat_logprobs(_local_tokens(result)) if with_logprobs and result.route_taken != "cloud" else None
+    logprobs = chat_logprobs(_local_tokens(result), top) if with_logprobs and result.route_taken != "cloud" else None
     return {"id": new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": reason}],
             "usage": usage(result.prompt_tokens, result.completion_tokens), "edge": edge_info(result)}
 
 
-def completion(result, model: str, with_logprobs: bool) -> dict:
-    logprobs = completion_logprobs(_local_tokens(result)) if with_logprobs and result.route_taken != "cloud" else None
+def completion(result, model: str, with_logprobs: bool, top: int | None = None) -> dict:
+    shown = with_logprobs and result.route_taken != "cloud"
+    logprobs = completion_logprobs(_local_tokens(result), top=top) if shown else None
     return {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "text": result.text, "logprobs": logprobs,
                          "finish_reason": _completion_finish_reason(result.finish_reason or "stop")}],

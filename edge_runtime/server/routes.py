@@ -59,10 +59,11 @@ def _add_chat_route(app: FastAPI, server: EdgeServer) -> None:
             top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0, response_format=response_format,
             grammar=_schema_grammar(body.response_format), tools=body.tools, tool_choice=body.tool_choice)
         model = server.config.model_name
-        builder = ChatStream(model, body.logprobs, body.include_usage_in_stream) if body.stream else None
+        top = cascade_request.top_logprobs
+        builder = ChatStream(model, body.logprobs, body.include_usage_in_stream, top) if body.stream else None
         spilled = server.admit(route)  # last: nothing after it may fail before ``answer`` owns the admission
         return await server.answer(request, cascade_request,
-                                   lambda result: wire.chat_completion(result, model, body.logprobs), builder,
+                                   lambda result: wire.chat_completion(result, model, body.logprobs, top), builder,
                                    spilled)
 
 
@@ -75,10 +76,12 @@ def _add_completion_route(app: FastAPI, server: EdgeServer) -> None:
         cascade_request = server.cascade_request(body, request, route, prompt=prompt, max_tokens=body.max_tokens,
                                                  top_logprobs=body.logprobs or 0)
         model = server.config.model_name
-        builder = CompletionStream(model, with_logprobs, body.include_usage_in_stream) if body.stream else None
+        top = cascade_request.top_logprobs
+        builder = CompletionStream(model, with_logprobs, body.include_usage_in_stream, top) if body.stream else None
         spilled = server.admit(route)  # last: nothing after it may fail before ``answer`` owns the admission
         return await server.answer(request, cascade_request,
-                                   lambda result: wire.completion(result, model, with_logprobs), builder, spilled)
+                                   lambda result: wire.completion(result, model, with_logprobs, top), builder,
+                                   spilled)
 
 
 def _single_prompt(prompts: list[str]) -> str:

@@ -20,9 +20,10 @@ def sse(event: dict | str) -> str:
 class ChatStream:
     """Turns stream items into ``chat.completion.chunk`` events."""
 
-    def __init__(self, model: str, with_logprobs: bool, include_usage: bool) -> None:
+    def __init__(self, model: str, with_logprobs: bool, include_usage: bool, top: int | None = None) -> None:
         self.id, self.model = wire.new_id("chatcmpl"), model
         self.with_logprobs, self.include_usage, self.started = with_logprobs, include_usage, False
+        self.top = top  # alternatives shown per token (the cascade may have asked the model for more)
 
     def piece(self, item: StreamPiece) -> dict:
         delta = {"content": item.text}
@@ -30,7 +31,7 @@ class ChatStream:
             delta, self.started = {"role": "assistant", "content": item.text}, True
         logprobs = None
         if self.with_logprobs and item.token is not None:
-            logprobs = {"content": [wire.chat_token_logprob(item.token)], "refusal": None}
+            logprobs = {"content": [wire.chat_token_logprob(item.token, self.top)], "refusal": None}
         return wire.chat_chunk(self.id, self.model, delta, logprobs=logprobs)
 
     def finish(self, result: CascadeResult) -> list[dict]:
@@ -47,14 +48,15 @@ class ChatStream:
 class CompletionStream:
     """Turns stream items into ``text_completion`` chunk events."""
 
-    def __init__(self, model: str, with_logprobs: bool, include_usage: bool) -> None:
+    def __init__(self, model: str, with_logprobs: bool, include_usage: bool, top: int | None = None) -> None:
         self.id, self.model = wire.new_id("cmpl"), model
         self.with_logprobs, self.include_usage, self.offset = with_logprobs, include_usage, 0
+        self.top = top  # alternatives shown per token (the cascade may have asked the model for more)
 
     def piece(self, item: StreamPiece) -> dict:
         logprobs = None
         if self.with_logprobs and item.token is not None:
-            logprobs = wire.completion_logprobs([item.token], self.offset)
+            logprobs = wire.completion_logprobs([item.token], self.offset, self.top)
         self.offset += len(item.text)
         return wire.completion_chunk(self.id, self.model, item.text, logprobs=logprobs)
 

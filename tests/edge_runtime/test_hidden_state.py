@@ -156,3 +156,17 @@ def test_eval_and_the_server_read_the_same_hidden_states_of_an_answer(runtime):
         served = hidden_signals(calibrator, tokens, count)
         evaluated = {probe.signal: probe.logit(answer.hidden(probe.source, count)) for probe in probes}
         assert all(abs(served[name] - evaluated[name]) < 0.05 for name in evaluated), (count, served, evaluated)
+
+
+def test_every_token_has_its_stream_event_even_while_its_text_is_held_back(runtime):
+    """A token whose text may start a stop string is held back, yet its event comes at once (with the text
+    that is safe to release, "" where none is), so a
+    caller judging tokens as they come (the cascade's running decision, reading their hidden states) sees
+    every token, in order."""
+    first = runtime.generate(PROMPT, max_tokens=4).tokens[0].text
+    stream = runtime.stream(PROMPT, max_tokens=4, stop=[first + "\u2603\u2603"], record_hidden=1)
+    events = list(stream)
+    tokens = stream.result.tokens
+    assert [event.token for event in events if event.token is not None] == tokens and len(tokens) == 4
+    assert events[0].text == "" and events[0].token.hidden is not None  # all of it held back, still its event
+    assert stream.result.text == "".join(event.text for event in events) and stream.result.text.startswith(first)

@@ -113,15 +113,25 @@ def test_the_hold_escalates_at_a_running_checkpoint_the_final_rule_would_keep(cl
 
 
 def test_a_whole_answer_is_stopped_at_the_running_checkpoint_and_the_cloud_answers(cloud, ledger):
-    """The same running decision for a non-streamed request: the local leg is stopped after the checkpoint's
-    token (its partial answer is what the ledger counts), the cloud answers."""
+    """The same running decision for a non-streamed request: checkpoint 1 is judged once the second token shows
+    the answer goes on (its end is the final decision's, as in eval), the local leg is stopped there (its
+    partial answer is what the ledger counts), the cloud answers."""
     local = FakeLocalLeg(LONG, probability=0.6)
     result = answer(cascade_for(local, cloud, ledger), CONFIDENT_QUERY)
     assert (result.route_taken, result.text, result.decision.reason.value) == ("cloud", CLOUD_ANSWER,
                                                                                "early_low_confidence")
-    assert result.local.finish_reason == "cancelled" and len(result.local.tokens) == 1
+    assert result.local.finish_reason == "cancelled" and len(result.local.tokens) == 2
     row = only_row(ledger)
-    assert (row.route, row.reason, row.local_tokens_out) == ("cloud", "early_low_confidence", 1)
+    assert (row.route, row.reason, row.local_tokens_out) == ("cloud", "early_low_confidence", 2)
+
+
+def test_a_one_token_whole_answer_is_judged_by_the_final_rule_not_a_checkpoint(cloud, ledger):
+    """An answer that ends after its first token never reaches checkpoint 1 (eval's ``checkpoint_tokens``):
+    the final calibrator keeps it (p = 0.6 is above its floor), nothing is stopped or decoded twice."""
+    local = FakeLocalLeg([" Lisbon"], probability=0.6)
+    result = answer(cascade_for(local, cloud, ledger), CONFIDENT_QUERY)
+    assert (result.route_taken, result.decision.reason.value) == ("local", "confident")
+    assert len(local.asked) == 1 and cloud.received == []
 
 
 def test_a_whole_answer_stopped_early_whose_cloud_fails_gets_the_whole_local_answer(cloud, ledger):
@@ -214,3 +224,20 @@ def test_the_final_decision_reads_the_probe_where_the_tokens_carry_hidden_states
     assert cascade.confidence_of_tokens(sure, request) > 0.99 > 0.01 > cascade.confidence_of_tokens(unsure, request)
     assert cascade.confidence_of_tokens([SimpleNamespace(logprob=-0.1, top=(), token_id=1, text='x')], request) == 0.42
     assert cascade.record_hidden == 4 and Cascade(FakeLocalLeg(), calibrator=calibration()).record_hidden is None
+
+
+def test_a_calibration_reading_margins_asks_the_local_leg_for_the_runner_up():
+    """Margin signals need each token's best alternative: the leg is asked for two whatever the client asked
+    (eval always has them), and a client that asked for more keeps its number."""
+    from fallback.calibration import Calibrator
+
+    final = Calibrator("platt", ["value_min_margin"], [0.0], [1.0], [1.0], 0.0, threshold=0.5, task="t")
+    local = FakeLocalLeg()
+    cascade = Cascade(local, None, PolicyConfig(threshold=0.5), None, final)
+    asyncio.run(cascade.complete(CascadeRequest(prompt="q", task="t")))
+    asyncio.run(cascade.complete(CascadeRequest(prompt="q", task="t", top_logprobs=5)))
+    assert [request.top_logprobs for request in local.asked] == [2, 5]
+    plain = FakeLocalLeg()
+    asyncio.run(Cascade(plain, None, PolicyConfig(threshold=0.5), None, calibration()).complete(
+        CascadeRequest(prompt="q", task="t")))
+    assert plain.asked[0].top_logprobs == 0
