@@ -51,7 +51,7 @@ runtime = Runtime.load(settings=LoadSettings(n_ctx=ctx, n_batch=batch, n_paralle
 prompts = [f"{n} + {n} = " * 20 for n in range(parallel)]
 if fill:  # every sequence's context nearly full: the worst case the plan must cover
     words = ("the history of the printing press begins in the fifteenth century " * (ctx // 8)).split()
-    prompts = [f"{n} " + " ".join(words[:ctx * 2 // 3]) for n in range(parallel)]
+    prompts = [f"{n} " + " ".join(words[:ctx]) for n in range(parallel)]
     prompts = [" ".join(p.split()[:int(len(p.split()) * (ctx - 40) / len(runtime.backend.tokenize(p)))]) for p in prompts]
 threads = [threading.Thread(target=runtime.generate, args=(prompt,), kwargs={"max_tokens": 8}) for prompt in prompts]
 for thread in threads:
