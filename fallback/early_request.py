@@ -31,6 +31,9 @@ from fallback.local_leg import LocalToken
 
 
 HIDDEN_SIGNALS = {"probe_prompt", "probe_tokens"}  # the signals only a recorded hidden state gives
+# the hidden states a generated answer's tokens carry; a label task's "answer" state is eval's alone (a server
+# generates, it does not score labels): a calibrator that reads it gets its probabilities-only fallback
+SERVED_SOURCES = ("prompt", "tokens")
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ def hidden_signals(calibrator: Calibrator, tokens: Sequence[LocalToken], count: 
     the first token carries no hidden state (the checkpoints that need one are then skipped)."""
     from fallback.probe import probe_signals, probes_of
 
-    probes = [probe for probe in probes_of(calibrator) if probe.source != "text"]
+    probes = [probe for probe in probes_of(calibrator) if probe.source in SERVED_SOURCES]
     first = getattr(tokens[0], "hidden", None) if probes and tokens else None
     if first is None or any(len(probe.weights) != len(first) for probe in probes):
         return {}  # none recorded, or a calibration fitted on another model's hidden states: no probe signal
@@ -126,7 +129,7 @@ def needs_hidden(calibrator: Calibrator, running: bool = True) -> bool:
     checkpoints = RunningCalibration.of(calibrator) if running else None
     calibrators = [calibrator, *(checkpoints.by_tokens.values() if checkpoints is not None else ())]
     read = {name for each in calibrators for feature in each.features for name in feature.split("*")}
-    return bool(read & HIDDEN_SIGNALS) or any(probe.source != "text" for each in calibrators
+    return bool(read & HIDDEN_SIGNALS) or any(probe.source in SERVED_SOURCES for each in calibrators
                                               for probe in probes_of(each))
 
 

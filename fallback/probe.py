@@ -26,7 +26,8 @@ import numpy as np
 from fallback.calibration import fold_indices
 
 RECORDED_TOKENS = 4  # generated tokens whose hidden states are recorded, with the prompt's (eval and server alike)
-SOURCES = ("prompt", "tokens", "text")  # prompt's last hidden state; mean over first generated ones; query text
+# "answer": a label task's state after the prompt and its chosen label, as if the model had said its answer
+SOURCES = ("prompt", "tokens", "text", "answer")  # prompt's last hidden state; mean over first generated ones; query text
 DEFAULT_COMPONENTS = 32
 DEFAULT_L2 = 10.0
 TEXT_BUCKETS = 512

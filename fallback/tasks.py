@@ -138,6 +138,7 @@ class LocalAnswer:
     keys: list[str] = field(default_factory=list)
     hidden_prompt: str = ""  # the prompt's last hidden state (``fallback.probe.encode``), when recorded
     hidden_tokens: list[str] = field(default_factory=list)  # the first generated tokens' hidden states
+    hidden_answer: str = ""  # a label task's state after the prompt and its chosen label, when recorded
 
     def hidden(self, source: str, tokens: int | None = None):
         """The hidden state a probe of ``source`` reads, or None when it was not recorded: "prompt", the
@@ -145,6 +146,8 @@ class LocalAnswer:
         chosen (token i is fed, and its state read, to choose token i + 1)."""
         from fallback.probe import decode
 
+        if source == "answer":
+            return decode(self.hidden_answer) if self.hidden_answer else None
         if not self.hidden_prompt:
             return None
         fed = len(self.hidden_tokens) if tokens is None else max(tokens - 1, 0)

@@ -179,6 +179,15 @@ class LlamaCppBackend:
 
         self.hidden = None if tokens is None else HiddenRecorder(tokens)
 
+    def hidden_after(self, token_ids: Sequence[int]) -> np.ndarray:
+        """The final hidden state after ``token_ids`` (prefilled, reusing what the KV cache holds): e.g. a
+        label task's state once the prompt and its chosen label are read."""
+        from edge_runtime.backends.hidden_state import HiddenRecorder
+
+        recorder = HiddenRecorder(0)
+        self.prefill(token_ids, lambda: False, recorder)
+        return recorder.prompt
+
     def _decode_recorded(self, token: int) -> np.ndarray:
         """Decodes one token with llama.cpp's embeddings output on; its hidden state."""
         from edge_runtime.backends.hidden_state import embedding_size, last_hidden, set_embeddings

@@ -20,7 +20,7 @@ from fallback.tasks import MAX_ANSWER_TOKENS, LocalAnswer, TaskItem, answer_inva
 MAX_STRUCTURED_TOKENS = 64
 TOP_ALTERNATIVES = 2  # enough for each token's margin over the runner-up
 HIDDEN_TOKENS = RECORDED_TOKENS  # generated tokens whose hidden states are kept (with the prompt's)
-ANSWERER_VERSION = 4  # 4: hidden states read from the answer's tokens; bump when answers or signals change, so cached answers are recomputed
+ANSWERER_VERSION = 5  # 5: a label's answer state; 4: hidden states read from the answer's tokens; bump when answers or signals change, so cached answers are recomputed
 
 
 class LocalAnswerer:
@@ -68,9 +68,12 @@ class LocalAnswerer:
         scores = self.runtime.score_choices(item.prompt, item.choices)
         hidden = self._hidden()  # before the content-free prompt's scoring records its own
         calibrated = contextual_calibrate(scores.probabilities, self._bias(item))
+        best = max(range(len(calibrated)), key=calibrated.__getitem__)
+        if hidden:  # the state once the prompt and the chosen label are read (the "answer" probe's input)
+            said = self.runtime.backend.tokenize(item.prompt + " " + item.choices[best])
+            hidden["hidden_answer"] = encode(self.runtime.backend.hidden_after(said))
         raw = label_signals(scores.probabilities)
         signals = {**label_signals(calibrated), **{f"raw_{name}": value for name, value in raw.items()}}
-        best = max(range(len(calibrated)), key=calibrated.__getitem__)
         signals.update({f"label_{index}": float(index == best) for index in range(len(item.choices))})
         return LocalAnswer(item.choices[best], signals, self.runtime.count_tokens(item.prompt),
                            scores.token_counts[best], time.perf_counter() - started, calibrated, **hidden)

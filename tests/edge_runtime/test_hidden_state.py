@@ -170,3 +170,20 @@ def test_every_token_has_its_stream_event_even_while_its_text_is_held_back(runti
     assert [event.token for event in events if event.token is not None] == tokens and len(tokens) == 4
     assert events[0].text == "" and events[0].token.hidden is not None  # all of it held back, still its event
     assert stream.result.text == "".join(event.text for event in events) and stream.result.text.startswith(first)
+
+
+def test_a_label_answer_records_the_state_after_its_chosen_label(runtime):
+    """Eval's label answers carry the state once the prompt and the chosen label are read (the "answer"
+    probe's input): the model's own state there, not the prompt's, and different for another label."""
+    from edge_runtime.evaluation.answerer import LocalAnswerer
+    from fallback.tasks import TaskItem
+
+    item = TaskItem(id="2", task="lang", prompt=PROMPT, answer="German", choices=["German", "French"])
+    answer = LocalAnswerer(runtime).answer(item)
+    runtime.backend.record_hidden(None)
+    said = runtime.backend.hidden_after(runtime.backend.tokenize(PROMPT + " " + answer.answer))
+    other = runtime.backend.hidden_after(runtime.backend.tokenize(PROMPT + " " + ("French" if answer.answer ==
+                                                                                  "German" else "German")))
+    recorded = answer.hidden("answer")
+    assert recorded is not None and cosine(recorded, said) > 0.99 > cosine(recorded, other)
+    assert cosine(recorded, answer.hidden("prompt")) < 0.99

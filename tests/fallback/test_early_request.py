@@ -241,3 +241,23 @@ def test_a_calibration_reading_margins_asks_the_local_leg_for_the_runner_up():
     asyncio.run(Cascade(plain, None, PolicyConfig(threshold=0.5), None, calibration()).complete(
         CascadeRequest(prompt="q", task="t")))
     assert plain.asked[0].top_logprobs == 0
+
+
+def test_a_label_answer_probe_is_eval_only_and_the_server_falls_back():
+    """The server generates; it never reads a label's "answer" state: a calibrator on ``probe_answer`` gets no
+    hidden signal there (its probabilities-only fallback decides) and asks for no recording."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from fallback.calibration import Calibrator
+    from fallback.early_request import hidden_signals, needs_hidden
+    from fallback.probe import Probe
+
+    final = Calibrator("platt", ["probe_answer"], [0.0], [1.0], [4.0], 0.0, threshold=0.5, task="t")
+    final.extra = {"probes": [Probe("answer", [1.0, 0.0], 0.0).to_dict()],
+                   "fallback": Calibrator("isotonic", ["mean_logprob"], knots=[(-100.0, 0.42)]).to_dict()}
+    tokens = [SimpleNamespace(logprob=-0.1, top=(), token_id=1, text="x", hidden=np.array([2.0, 0.0]))]
+    assert hidden_signals(final, tokens) == {} and not needs_hidden(final)
+    cascade = Cascade(FakeLocalLeg(), None, PolicyConfig(threshold=0.5), None, final)
+    assert cascade.confidence_of_tokens(tokens, CascadeRequest(prompt="q", task="t")) == 0.42
