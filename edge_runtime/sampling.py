@@ -20,7 +20,9 @@ def log_sum_exp(logits: np.ndarray, scratch: np.ndarray | None = None, peak: flo
         return peak + float(np.log(np.exp(logits - peak).sum(dtype=np.float64)))
     np.subtract(logits, np.float32(peak), out=scratch)
     np.exp(scratch, out=scratch)
-    return peak + float(np.log(scratch.sum(dtype=np.float64)))
+    # float32 pairwise summation of values in (0, 1]: a relative error near 1e-6 (a log-probability off by about
+    # 1e-6), at half the cost of converting 262k values to float64 first
+    return peak + float(np.log(scratch.sum()))
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
