@@ -30,10 +30,10 @@ from fallback.early import PROMPT_CHECKPOINT, TEXT_CHECKPOINT, RunningCalibratio
 from fallback.local_leg import LocalToken
 
 
-HIDDEN_SIGNALS = {"probe_prompt", "probe_tokens"}  # the signals only a recorded hidden state gives
+HIDDEN_SIGNALS = {"probe_prompt", "probe_tokens", "probe_last"}  # the signals only a recorded hidden state gives
 # the hidden states a generated answer's tokens carry; a label task's "answer" state is eval's alone (a server
 # generates, it does not score labels): a calibrator that reads it gets its probabilities-only fallback
-SERVED_SOURCES = ("prompt", "tokens")
+SERVED_SOURCES = ("prompt", "tokens", "last")
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ def context_signals(calibrator: Calibrator, query: str, tokens: Sequence[LocalTo
 
 def hidden_signals(calibrator: Calibrator, tokens: Sequence[LocalToken], count: int | None = None) -> dict[str, float]:
     """The hidden-state probes' logits after the first ``count`` tokens (all by default): "prompt" reads the
-    state the first token was chosen from, "tokens" the mean of those the first ``max(count, 1)`` were; {} when
+    state the first token was chosen from, "tokens" the mean of those the first ``max(count, 1)`` were, "last"
+    the latest of them; {} when
     the first token carries no hidden state (the checkpoints that need one are then skipped)."""
     from fallback.probe import probe_signals, probes_of
 
@@ -118,7 +119,10 @@ def hidden_signals(calibrator: Calibrator, tokens: Sequence[LocalToken], count: 
         return {}  # none recorded, or a calibration fitted on another model's hidden states: no probe signal
     seen = tokens[:max(count, 1)] if count is not None else tokens
     states = [state for state in (getattr(token, "hidden", None) for token in seen) if state is not None]
-    return probe_signals(probes, lambda source: first if source == "prompt" else sum(states) / len(states))
+    def state(source: str):
+        return first if source == "prompt" else states[-1] if source == "last" else sum(states) / len(states)
+
+    return probe_signals(probes, state)
 
 
 def needs_hidden(calibrator: Calibrator, running: bool = True) -> bool:

@@ -26,8 +26,10 @@ import numpy as np
 from fallback.calibration import fold_indices
 
 RECORDED_TOKENS = 4  # generated tokens whose hidden states are recorded, with the prompt's (eval and server alike)
-# "answer": a label task's state after the prompt and its chosen label, as if the model had said its answer
-SOURCES = ("prompt", "tokens", "text", "answer")  # prompt's last hidden state; mean over first generated ones; query text
+# the prompt's last hidden state; the mean over it and the first generated tokens' ("tokens"); the latest of those
+# ("last": a short answer's is the state its end was chosen from); the query text's trigrams; a label task's
+# state after the prompt and its chosen label ("answer", as if the model had said it: eval only)
+SOURCES = ("prompt", "tokens", "last", "text", "answer")
 DEFAULT_COMPONENTS = 32
 DEFAULT_L2 = 10.0
 TEXT_BUCKETS = 512

@@ -143,7 +143,8 @@ class LocalAnswer:
     def hidden(self, source: str, tokens: int | None = None):
         """The hidden state a probe of ``source`` reads, or None when it was not recorded: "prompt", the
         prompt's last; "tokens", the mean of it and the generated tokens' fed back by the time ``tokens`` were
-        chosen (token i is fed, and its state read, to choose token i + 1)."""
+        chosen (token i is fed, and its state read, to choose token i + 1); "last", the latest of those (for a
+        short answer, the state its end was chosen from); "answer", a label task's state after its label."""
         from fallback.probe import decode
 
         if source == "answer":
@@ -152,8 +153,8 @@ class LocalAnswer:
             return None
         fed = len(self.hidden_tokens) if tokens is None else max(tokens - 1, 0)
         vectors = [decode(self.hidden_prompt)] + ([decode(t) for t in self.hidden_tokens[:fed]]
-                                                  if source == "tokens" else [])
-        return sum(vectors) / len(vectors)
+                                                  if source in ("tokens", "last") else [])
+        return vectors[-1] if source == "last" else sum(vectors) / len(vectors)
 
     def signals_after(self, tokens: int | None = None, probes=()) -> dict[str, float]:
         """The answer's signals as they stood after its first ``tokens`` tokens (all of them by default), with

@@ -70,13 +70,13 @@ def probe_features(items: Sequence[TaskItem], answers: Sequence[LocalAnswer], co
                    tokens: int | None = None, seed: int = 0,
                    sources: Sequence[str] = SOURCES) -> tuple[list[dict[str, float]], list[Probe]]:
     """Per answer, the out-of-fold logit of each probe whose hidden state every answer has; and the probes,
-    fitted on all answers. The "tokens" probe only where some answer recorded generated tokens."""
+    fitted on all answers. The "tokens" and "last" probes only where some answer recorded generated tokens."""
     extra: list[dict[str, float]] = [{} for _ in answers]
     probes = []
     if len(set(map(bool, correct))) < 2:
         return extra, probes
     for source in sources:
-        if source == "tokens" and not any(answer.hidden_tokens for answer in answers):
+        if source in ("tokens", "last") and not any(answer.hidden_tokens for answer in answers):
             continue
         vectors = [item_text_vector(item) if source == "text" else answer.hidden(source, tokens)
                    for item, answer in zip(items, answers)]

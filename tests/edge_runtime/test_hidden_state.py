@@ -149,7 +149,7 @@ def test_eval_and_the_server_read_the_same_hidden_states_of_an_answer(runtime):
     runtime.backend.record_hidden(None)
     tokens = runtime.generate(PROMPT, max_tokens=64, stop=["\n"], record_hidden=4).tokens
     rng = np.random.default_rng(1)
-    probes = [Probe(source, list(rng.normal(size=640) / 25), 0.1) for source in ("prompt", "tokens")]
+    probes = [Probe(source, list(rng.normal(size=640) / 25), 0.1) for source in ("prompt", "tokens", "last")]
     calibrator = SimpleNamespace(extra={"probes": [probe.to_dict() for probe in probes]})
     assert answer.hidden_prompt and len(answer.hidden_tokens) == min(len(tokens) - 1, 4)
     for count in (0, 1, 2, None):

@@ -178,7 +178,8 @@ def test_a_checkpoint_needing_a_hidden_state_is_skipped():
 
 def test_hidden_signals_read_the_states_the_tokens_were_chosen_from_as_eval_reads_them():
     """``probe_prompt`` reads the first token's state (the prompt's last); ``probe_tokens`` the mean of those the
-    first ``count`` tokens were chosen from, which is ``LocalAnswer.hidden`` over the same recording."""
+    first ``count`` tokens were chosen from, ``probe_last`` the latest of them: ``LocalAnswer.hidden`` over the
+    same recording, at every count."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -190,7 +191,7 @@ def test_hidden_signals_read_the_states_the_tokens_were_chosen_from_as_eval_read
     rng = np.random.default_rng(0)
     states = [rng.normal(size=8).astype(np.float32) for _ in range(4)]
     tokens = [SimpleNamespace(logprob=-0.1, hidden=state) for state in states] + [SimpleNamespace(logprob=-0.1)]
-    probes = [Probe("prompt", list(rng.normal(size=8)), 0.5), Probe("tokens", list(rng.normal(size=8)), -0.5)]
+    probes = [Probe(source, list(rng.normal(size=8)), 0.5) for source in ("prompt", "tokens", "last")]
     calibrator = calibration(text=False, tokens=False)
     calibrator.extra["probes"] = [probe.to_dict() for probe in probes]
     recorded = LocalAnswer("x", {}, 3, 5, 0.1, hidden_prompt=encode(states[0]),
