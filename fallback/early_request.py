@@ -12,7 +12,8 @@ checkpoint with its own early threshold. The cascade reads two kinds here:
 
 Hidden states are recorded on request (``CascadeRequest.record_hidden``, set by the cascade when its
 calibration reads them) and read as the evaluation reads them (``fallback.tasks.LocalAnswer.hidden``): the
-prompt's, and the mean of the states the first tokens were chosen from. A leg that hands back none (ONNX, a
+prompt's, the mean of the states the first tokens were chosen from, and the latest of them. A label task's
+"answer" state is eval's alone: a calibrator reading it falls back here. A leg that hands back none (ONNX, a
 backend without them) leaves the probe signals out, and a checkpoint that needs them is skipped; the final
 decision then falls back to the calibration's probabilities-only calibrator. The query text is the prompt, or
 the last user message's text (``CascadeRequest.query``), read the way the evaluation reads an item's prompt

@@ -3,13 +3,15 @@
 Token probabilities say how sure the model is of the next token; they say little about whether the question is
 one it can answer at all (a wrong language name can be said with confidence). A probe reads the final hidden
 state (``edge_runtime.backends.hidden_state``) of the prompt's last token, known after the prefill and before
-any decoding, or the mean over the first generated tokens; the ``text`` source is no hidden state but the
-query's hashed character trigrams (``text_vector``), known before any model runs (a RouteLLM-style router). It is fitted per model and task on the calibration
+any decoding, the mean over the first generated tokens, or the latest of those; for a label task (eval only)
+the state after the chosen label; the ``text`` source is no hidden state but the query's hashed character
+trigrams (``text_vector``), known before any model runs (a RouteLLM-style router). It is fitted per model and task on the calibration
 items: standardise, project on the top principal components, logistic regression with an L2 penalty. Because
 every step is linear, the fitted probe collapses to one weight per hidden dimension and a bias, which is what the
 calibration file keeps (``Probe.to_dict``); at run time a probe is one dot product in numpy.
 
-The probe's logit becomes one more signal (``probe_prompt``, ``probe_tokens``, ``probe_text``) for the calibrator, which keeps
+The probe's logit becomes one more signal (``probe_prompt``, ``probe_tokens``, ``probe_last``, ``probe_answer``,
+``probe_text``) for the calibrator, which keeps
 it only where its cross-validated feature choice says it helps (``out_of_fold`` gives the calibration items
 scores from probes that did not see them). Vectors travel as base64 float16 (``encode``/``decode``).
 """
