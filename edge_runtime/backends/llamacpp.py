@@ -319,9 +319,9 @@ class LlamaCppBackend:
     def grammar_constraint(self, sampling: SamplingParams):
         if not sampling.grammar:
             return None
-        from edge_runtime.backends.llamacpp_grammar import GrammarConstraint
+        from edge_runtime.backends.llamacpp_grammar import GrammarConstraint, closing_tokens
 
-        return GrammarConstraint(self.model.vocab, sampling.grammar)
+        return GrammarConstraint(self.model.vocab, sampling.grammar, lambda: closing_tokens(self.model))
 
     def score_continuations(self, prefix_ids: Sequence[int],
                             continuations: Sequence[Sequence[int]]) -> list[list[float]]:

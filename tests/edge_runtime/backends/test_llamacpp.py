@@ -59,3 +59,32 @@ def test_stats_after_real_generations_count_reuse_and_the_store(loaded):
 def test_a_grammar_is_honoured_not_refused(loaded):
     result = loaded.generate("Answer yes or no: is Paris in France?", max_tokens=4, grammar='root ::= "yes" | "no"')
     assert result.text in ("yes", "no")
+
+
+RUNAWAY_PROMPT = "Write the number one followed by a hundred zeros in JSON.\nJSON:"
+FLIGHT = {"type": "json_schema", "json_schema": {"name": "flight", "schema": {
+    "type": "object", "additionalProperties": False, "required": ["from", "to", "day"],
+    "properties": {"from": {"type": "string"}, "to": {"type": "string"}, "day": {"type": ["string", "null"]}}}}}
+
+
+@pytest.mark.parametrize("max_tokens", [24, 40])
+def test_a_constrained_answer_that_runs_away_still_closes_inside_its_budget(loaded, max_tokens, monkeypatch):
+    """The bundled model writes "1000..." inside the first string until the budget ends: without closing, the
+    JSON is cut open (checked here with the closing window off); with it, the answer ends as valid JSON that
+    meets the schema, before ``max_tokens``."""
+    import json
+
+    import jsonschema
+
+    from edge_runtime.backends import llamacpp_grammar
+    from edge_runtime.grammar import grammar_for_response_format
+
+    grammar = grammar_for_response_format(FLIGHT, leading_space=True)
+    closed = loaded.generate(RUNAWAY_PROMPT, max_tokens=max_tokens, grammar=grammar)
+    jsonschema.validate(json.loads(closed.text), FLIGHT["json_schema"]["schema"])
+    assert closed.finish_reason == "stop" and len(closed.tokens) <= max_tokens
+    monkeypatch.setattr(llamacpp_grammar, "CLOSE_WITHIN", 0)
+    cut = loaded.generate(RUNAWAY_PROMPT, max_tokens=max_tokens, grammar=grammar)
+    assert cut.finish_reason == "length"
+    with pytest.raises(ValueError):
+        json.loads(cut.text)
