@@ -38,7 +38,7 @@ def cached_answers(paths: list[Path], caches: list[Path]):
                 record = json.loads(line)
             except ValueError:
                 continue
-            if "answerer-v5" in record.get("model", ""):
+            if "answerer-v6" in record.get("model", ""):
                 answers[record["item"]] = LocalAnswer(**record["answer"])
     by_task: dict[str, list] = {}
     for path in paths:
