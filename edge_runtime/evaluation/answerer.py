@@ -20,7 +20,9 @@ from fallback.tasks import MAX_ANSWER_TOKENS, LocalAnswer, TaskItem, answer_inva
 MAX_STRUCTURED_TOKENS = 64
 TOP_ALTERNATIVES = 2  # enough for each token's margin over the runner-up
 HIDDEN_TOKENS = RECORDED_TOKENS  # generated tokens whose hidden states are kept (with the prompt's)
-ANSWERER_VERSION = 6  # 6: constrained answers close inside their budget; 5: a label's answer state; 4: hidden states read from the answer's tokens; bump when answers or signals change, so cached answers are recomputed
+# bump when answers or signals change, so cached answers are recomputed (6: constrained answers close inside
+# their budget; 5: a label's answer state; 4: hidden states read from the answer's tokens)
+ANSWERER_VERSION = 6
 
 
 class LocalAnswerer:
