@@ -54,13 +54,19 @@ def set_embeddings(context, on: bool) -> None:
 
 def last_hidden(context, n_embd: int) -> np.ndarray:
     """A copy of the hidden state of the last decode's last output (embeddings must have been on)."""
+    return hidden_at(context, -1, n_embd)
+
+
+def hidden_at(context, batch_index: int, n_embd: int) -> np.ndarray:
+    """A copy of the hidden state of row ``batch_index`` (-1: the last) of the last decode, made with
+    embeddings on."""
     from edge_runtime.backends.llama_bindings import llama_cpp
 
     from edge_runtime.errors import BackendError
 
-    pointer = llama_cpp.llama_get_embeddings_ith(context.pointer, -1)
+    pointer = llama_cpp.llama_get_embeddings_ith(context.pointer, batch_index)
     if not pointer:
-        raise BackendError("llama.cpp returned no hidden state for the last output")
+        raise BackendError(f"llama.cpp returned no hidden state for batch row {batch_index}")
     return np.ctypeslib.as_array(pointer, shape=(n_embd,)).copy()
 
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from edge_runtime import sampling as sampler
 from edge_runtime.backends.base import BackendStats, Capabilities, PrefixCacheCounters, SamplingParams, ShouldAbort
-from edge_runtime.backends.hidden_state import request_recorder
+from edge_runtime.backends.hidden_state import (HiddenRecorder, embedding_size, last_hidden, request_recorder,
+                                                set_embeddings)
 from edge_runtime.backends.llamacpp_native import (DecodeAborted, NativeBatch, NativeContext, NativeModel,
                                                    default_threads)
 from edge_runtime.caps import LoadSettings
@@ -175,23 +176,17 @@ class LlamaCppBackend:
     def record_hidden(self, tokens: int | None) -> None:
         """From now on, record each request's hidden states (``edge_runtime.backends.hidden_state``): the
         prompt's last and the first ``tokens`` generated tokens'; None stops recording."""
-        from edge_runtime.backends.hidden_state import HiddenRecorder
-
         self.hidden = None if tokens is None else HiddenRecorder(tokens)
 
     def hidden_after(self, token_ids: Sequence[int]) -> np.ndarray:
         """The final hidden state after ``token_ids`` (prefilled, reusing what the KV cache holds): e.g. a
         label task's state once the prompt and its chosen label are read."""
-        from edge_runtime.backends.hidden_state import HiddenRecorder
-
         recorder = HiddenRecorder(0)
         self.prefill(token_ids, lambda: False, recorder)
         return recorder.prompt
 
     def _decode_recorded(self, token: int) -> np.ndarray:
         """Decodes one token with llama.cpp's embeddings output on; its hidden state."""
-        from edge_runtime.backends.hidden_state import embedding_size, last_hidden, set_embeddings
-
         set_embeddings(self.context, True)
         try:
             self._decode([token])

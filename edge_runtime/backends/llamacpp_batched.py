@@ -26,7 +26,7 @@ import numpy as np
 
 from edge_runtime import sampling as sampler
 from edge_runtime.backends.base import BackendStats, Capabilities, SamplingParams, ShouldAbort
-from edge_runtime.backends.hidden_state import embedding_size, set_embeddings
+from edge_runtime.backends.hidden_state import embedding_size, hidden_at, set_embeddings
 from edge_runtime.backends.llamacpp import LlamaCppBackend, new_store, open_native, reuse_prefix
 from edge_runtime.prefix import common_prefix_length
 from edge_runtime.backends.llamacpp_native import NativeBatch, NativeContext, NativeModel
@@ -282,7 +282,7 @@ class _Scheduler:
                 set_embeddings(context, False)
         self._commit(consumed)
         for slot, batch_index in sampled:
-            state = hidden_row(context, batch_index, self.backend.n_embd) if hidden and slot.wants_hidden else None
+            state = hidden_at(context, batch_index, self.backend.n_embd) if hidden and slot.wants_hidden else None
             self._sample(slot, context.logits_row(batch_index), state)
 
     def _sample(self, slot: _Slot, logits: np.ndarray, hidden: np.ndarray | None = None) -> None:
@@ -357,16 +357,6 @@ def split_for_hidden(entries, sampled, consumed) -> list[Part]:
                       [(slot, where[index]) for slot, index in sampled if index in where],
                       [item for item in consumed if (item[0].sequence in own) == hidden], hidden))
     return [part for part in parts if part[0]]
-
-
-def hidden_row(context: NativeContext, batch_index: int, n_embd: int) -> np.ndarray:
-    """A copy of the hidden state of a batch row decoded with embeddings on."""
-    from edge_runtime.backends.llama_bindings import llama_cpp
-
-    pointer = llama_cpp.llama_get_embeddings_ith(context.pointer, batch_index)
-    if not pointer:
-        raise BackendError(f"llama.cpp returned no hidden state for batch row {batch_index}")
-    return np.ctypeslib.as_array(pointer, shape=(n_embd,)).copy()
 
 
 class BatchedLlamaCppBackend:

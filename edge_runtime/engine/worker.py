@@ -80,9 +80,8 @@ class StepOutbox:
 
 def backend_info(backend) -> dict:
     """What the parent needs without asking again: sizes, template, special tokens and the capabilities."""
-    capabilities = backend.capabilities
     return {"format": backend.format, "n_ctx": backend.n_ctx, "n_vocab": backend.n_vocab,
-            "capabilities": capabilities, "chat_template": backend.chat_template(),
+            "capabilities": backend.capabilities, "chat_template": backend.chat_template(),
             "special_tokens": backend.special_tokens(), "pid": os.getpid()}
 
 
