@@ -341,12 +341,9 @@ def _recorded_tokens(calibrator, early: bool) -> int | None:
 
 def _alternatives(calibrator) -> int:
     """Alternatives per token the calibration's margin signals need (2: the chosen token and its runner-up), or 0."""
-    from fallback.calibration import Calibrator
+    from fallback.early_request import decisions_of, signals_read
 
-    checkpoints = calibrator.extra.get("running", {}).get("checkpoints", {}).values()
-    calibrators = [calibrator, *(Calibrator.from_dict(record) for record in checkpoints)]
-    read = {name for each in calibrators for feature in each.features for name in feature.split("*")}
-    return 2 if any("margin" in name for name in read) else 0
+    return 2 if any("margin" in name for name in signals_read(decisions_of(calibrator))) else 0
 
 
 def _refuse_contradiction(request: CascadeRequest) -> None:

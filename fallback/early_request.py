@@ -126,16 +126,25 @@ def hidden_signals(calibrator: Calibrator, tokens: Sequence[LocalToken], count: 
     return probe_signals(probes, state)
 
 
+def decisions_of(calibrator: Calibrator, running: bool = True) -> list[Calibrator]:
+    """``calibrator`` and, with ``running``, the running checkpoints' calibrators it carries."""
+    checkpoints = RunningCalibration.of(calibrator) if running else None
+    return [calibrator, *(checkpoints.by_tokens.values() if checkpoints is not None else ())]
+
+
+def signals_read(calibrators: Sequence[Calibrator]) -> set[str]:
+    """The signal names ``calibrators`` read (each factor of a product feature)."""
+    return {name for each in calibrators for feature in each.features for name in feature.split("*")}
+
+
 def needs_hidden(calibrator: Calibrator, running: bool = True) -> bool:
     """Whether ``calibrator`` (its final decision or, with ``running``, any running checkpoint) reads a
     hidden-state probe."""
     from fallback.probe import probes_of
 
-    checkpoints = RunningCalibration.of(calibrator) if running else None
-    calibrators = [calibrator, *(checkpoints.by_tokens.values() if checkpoints is not None else ())]
-    read = {name for each in calibrators for feature in each.features for name in feature.split("*")}
-    return bool(read & HIDDEN_SIGNALS) or any(probe.source in SERVED_SOURCES for each in calibrators
-                                              for probe in probes_of(each))
+    calibrators = decisions_of(calibrator, running)
+    return bool(signals_read(calibrators) & HIDDEN_SIGNALS) or any(
+        probe.source in SERVED_SOURCES for each in calibrators for probe in probes_of(each))
 
 
 @lru_cache(maxsize=64)
