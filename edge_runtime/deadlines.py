@@ -29,6 +29,20 @@ class Deadlines:
         self.first_token_seen = True
         self.first_token_late = self.first_token_by is not None and time.perf_counter() > self.first_token_by
 
+    def seconds_left(self) -> float | None:
+        """Seconds until the next deadline that still applies (0 once one has passed); None with no deadline.
+        A waiter that sleeps this long notices expiry as soon as polling would, without waking in between."""
+        if self.first_token_late:
+            return 0.0
+        ends = [self.finish_by] if self.finish_by is not None else []
+        if not self.first_token_seen and self.first_token_by is not None:
+            ends.append(self.first_token_by)
+        return max(0.0, min(ends) - time.perf_counter()) if ends else None
+
+    def __call__(self) -> bool:
+        """A ``ShouldAbort``: a backend that waits between polls can ask ``seconds_left`` how long to sleep."""
+        return self.expired()
+
     def expired(self) -> bool:
         now = time.perf_counter()
         if self.first_token_late:

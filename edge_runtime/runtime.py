@@ -167,7 +167,7 @@ class Runtime:
              stops: tuple[str, ...], deadlines: Deadlines, dropped: int, notes: list[str]) -> Iterator[StreamEvent]:
         with self._exclusive(stream):
             record = _Recorder(self, prompt_ids, deadlines, dropped, [*self.notes, *notes])
-            steps = self.backend.generate_tokens(prompt_ids, sampling, deadlines.expired)
+            steps = self.backend.generate_tokens(prompt_ids, sampling, deadlines)
             try:
                 yield from record.events(steps, StopScanner(stops))
             except GeneratorExit:

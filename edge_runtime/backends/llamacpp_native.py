@@ -16,6 +16,7 @@ from edge_runtime.errors import BackendError
 
 _silence_logs = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
 _backend_ready = False
+ROW_VIEWS_KEPT = 256  # more distinct addresses than this means llama.cpp reallocated its output buffer: start over
 
 
 def init_backend() -> None:
@@ -56,6 +57,7 @@ class NativeModel:
         if not self.pointer:
             raise BackendError(f"{path}: llama.cpp could not load the model")
         self.vocab = llama_cpp.llama_model_get_vocab(self.pointer)
+        self._end_of_generation: dict[int, bool] = {}
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
 
     def require_open(self) -> None:
@@ -84,7 +86,10 @@ class NativeModel:
         return buffer.raw[:count]
 
     def is_end_of_generation(self, token: int) -> bool:
-        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        known = self._end_of_generation.get(token)
+        if known is None:  # asked once per sampled token: a dict read instead of a trip through ctypes
+            known = self._end_of_generation[token] = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        return known
 
     def special_text(self, token: int) -> str:
         return llama_cpp.llama_vocab_get_text(self.vocab, token).decode("utf-8", "replace") if token >= 0 else ""
@@ -132,6 +137,9 @@ class NativeContext:
         self.n_ctx = llama_cpp.llama_n_ctx(self.pointer)
         self.n_vocab = model.n_vocab
         self.memory = llama_cpp.llama_get_memory(self.pointer)
+        # numpy views of logits rows by address: llama.cpp hands out the same rows of one output buffer every
+        # step (and a row at an address it returns always holds n_vocab floats), so a view is made once per row
+        self._rows: dict[int, "np.ndarray"] = {}
 
     def decode(self, batch: "NativeBatch") -> None:
         if not self.pointer:
@@ -164,7 +172,13 @@ class NativeContext:
         pointer = llama_cpp.llama_get_logits_ith(self.pointer, index)
         if not pointer:
             raise BackendError(f"llama.cpp returned no logits for output {index}")
-        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        address = ctypes.cast(pointer, ctypes.c_void_p).value
+        row = self._rows.get(address)
+        if row is None:  # building a view costs more than the rest of a step's bookkeeping: one per address
+            if len(self._rows) >= ROW_VIEWS_KEPT:
+                self._rows.clear()
+            row = self._rows[address] = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        return row
 
     def forget_from(self, sequence: int, position: int) -> bool:
         """Drops positions >= ``position`` of a sequence; False if llama.cpp cannot (then clear all)."""

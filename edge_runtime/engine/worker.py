@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import sys
 import threading
 from multiprocessing.connection import Connection
@@ -102,8 +103,9 @@ class Worker:
             backend.on_step(self.outbox.flush)
 
     def send(self, message: tuple) -> None:
-        with self.send_lock:
-            self.connection.send(message)
+        payload = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)  # what Connection.send writes, minus its
+        with self.send_lock:                                      # per-message ForkingPickler and BytesIO
+            self.connection.send_bytes(payload)
 
     def serve(self) -> None:
         while True:

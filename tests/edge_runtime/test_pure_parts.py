@@ -136,6 +136,33 @@ def test_deadlines_expire_and_first_token_deadline_stops_applying():
     assert late.expired(), "a first token after its deadline still ends the generation"
 
 
+def test_deadlines_say_how_long_a_waiter_may_sleep():
+    assert Deadlines.start(None, None).seconds_left() is None
+    both = Deadlines.start(0.5, 2.0)
+    assert 0.4 < both.seconds_left() <= 0.5, "the first-token deadline is the nearer one"
+    both.saw_first_token()
+    assert 1.8 < both.seconds_left() <= 2.0, "once the first token exists, only the total deadline applies"
+    late = Deadlines.start(0.01, 5.0)
+    time.sleep(0.02)
+    assert late.seconds_left() == 0.0 and late(), "a passed deadline: no sleep, and the ShouldAbort call says so"
+
+
+def test_engine_wait_between_polls_follows_the_deadline():
+    from edge_runtime.engine.client import MAX_WAIT_S, POLL_S, _wait_for
+
+    assert _wait_for(None) == MAX_WAIT_S
+    assert _wait_for(0.0) == POLL_S and _wait_for(0.1) == 0.1 and _wait_for(30.0) == MAX_WAIT_S
+
+
+@pytest.mark.parametrize("shift", [-200.0, -59.0, 0.0, 59.0, 200.0])
+def test_log_sum_exp_with_scratch_row_is_exact_at_any_peak(shift):
+    logits = (np.random.default_rng(1).standard_normal(262_144) * 4 + shift).astype(np.float32)
+    expected = float(np.logaddexp.reduce(logits.astype(np.float64)))
+    scratch = np.empty_like(logits)
+    assert sampling.log_sum_exp(logits, scratch) == pytest.approx(expected, abs=1e-5)
+    assert sampling.log_sum_exp(logits, scratch, float(logits.max())) == pytest.approx(expected, abs=1e-5)
+
+
 def test_importing_the_package_loads_no_heavy_library():
     import subprocess
     import sys
