@@ -94,6 +94,22 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(raw, body, 
     assert healthy.status_code == 200
 
 
+def test_guard_refuses_an_undeclared_oversized_body_and_counts_its_errors(raw):
+    """A chunked body (no content-length) is cut off at the limit; every refusal shows in edge_errors_total."""
+    def errors_413() -> float:
+        lines = raw.get("/metrics").text.splitlines()
+        return sum(float(line.split()[-1]) for line in lines if line.startswith('edge_errors_total{status="413"}'))
+
+    before = errors_413()
+    chunks = iter([b'{"prompt": "', *([b"x" * 65_536] * 8), b'", "max_tokens": 1}'])
+    response = raw.post("/v1/completions", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    assert errors_413() == before + 1
+    bad_utf8 = raw.post("/v1/completions", content=b'{"prompt": "caf\xc3(", "max_tokens": 1}')
+    assert bad_utf8.status_code == 400 and "UTF-8" in bad_utf8.json()["error"]["message"]
+    assert raw.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 1}).status_code == 200
+
+
 def test_unknown_route_header_is_refused(raw):
     response = raw.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 1}, headers={"X-Edge-Route": "moon"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "X-Edge-Route"
