@@ -15,7 +15,7 @@ The report has aggregate completion tokens/s, TTFT and total latency p50/p95 per
 server issue targets (ours / C++ tokens/s at every client count, and p95 latency).
 
     python -m benchmarks.server_throughput [--mode stream|plain|both] [--tokens 48] [--requests-per-client 3]
-        [--rounds 2] [--json out.json] [--llama-server /path/to/llama-server] [--only NAME,NAME]
+        [--rounds 2] [--json out.json] [--llama-server /path/to/llama-server] [--only NAME,NAME] [--clients 1,4,8]
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def interleaved_rows(urls: dict[str, str], args: argparse.Namespace) -> list[dic
     for round_ in range(1, args.rounds + 1):
         order = list(urls) if round_ % 2 else list(reversed(urls))
         for mode in modes_of(args.mode):
-            for clients in CONCURRENCY:
+            for clients in args.clients:
                 rows += [measure_level(name, urls[name], mode, clients, args, round_) for name in order]
     return rows
 
@@ -244,6 +244,13 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "llama_system_info": system_info, "load_average": os.getloadavg()}
 
 
+def _client_counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(part) for part in text.split(","))
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("client counts are positive integers")
+    return counts
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
@@ -255,6 +262,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8093)
     parser.add_argument("--llama-server", default=shutil.which("llama-server"))
     parser.add_argument("--only", default=None, help="comma-separated server names to run")
+    parser.add_argument("--clients", type=_client_counts, default=CONCURRENCY,
+                        help="comma-separated client counts (default 1,4,8); e.g. --clients 1 --rounds 6 for a "
+                             "tighter single-client ratio")
     parser.add_argument("--json", default=None)
     return parser.parse_args(argv)
 
