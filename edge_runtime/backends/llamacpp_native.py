@@ -254,17 +254,18 @@ class NativeBatch:
             self.batch = None
 
 
-def safe_high_level_llama(**kwargs) -> "llama_cpp.Llama":
+def safe_high_level_llama(*, extra_buffers: bool | None = None, **kwargs) -> "llama_cpp.Llama":
     """llama-cpp-python's own ``Llama`` (for reference runs and benchmarks), with weights kept out of the extra
     buffer types where this CPU advertises AMX (``Llama`` has no option for it, so its default model parameters
-    are adjusted for the duration of the construction)."""
+    are adjusted for the duration of the construction). ``extra_buffers=False`` keeps them out on any CPU (a
+    token's logits then do not depend on its batch, as with ``LoadSettings(extra_buffers=False)``)."""
     import llama_cpp as package  # the whole package: this is llama-cpp-python's own high-level class
     import llama_cpp.llama_cpp as bindings
 
     from edge_runtime.engine.cpu import extra_buffers_safe, system_info
 
     original = bindings.llama_model_default_params
-    allowed = extra_buffers_safe(system_info())
+    allowed = extra_buffers_safe(system_info()) and extra_buffers is not False
 
     def defaults():
         params = original()
