@@ -38,6 +38,8 @@ class SamplingParams:
     record_hidden: int | None = None
 
 
+# asked between prefill chunks and tokens; one that also has ``seconds_left()`` (``Deadlines``) lets a backend
+# that waits for tokens sleep until the deadline instead of polling
 ShouldAbort = Callable[[], bool]
 
 
