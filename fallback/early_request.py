@@ -76,7 +76,7 @@ class RequestCheckpoints:
             if calibrator is None:
                 continue
             signals = (token_signals(tokens[:count], response_format) | text_signals(calibrator, query)
-                       | hidden_signals(calibrator, tokens, count))
+                       | hidden_signals(calibrator, tokens, count) | answer_grounding(query, tokens[:count]))
             verdict = _verdict(calibrator, count, signals)
             if verdict is not None:
                 return verdict
@@ -102,9 +102,20 @@ def text_signals(calibrator: Calibrator, query: str) -> dict[str, float]:
 
 
 def context_signals(calibrator: Calibrator, query: str, tokens: Sequence[LocalToken]) -> dict[str, float]:
-    """What ``calibrator`` reads beside a whole answer's token probabilities: the query text's signals and
-    the hidden-state probes' logits (those only where the tokens carry hidden states)."""
-    return text_signals(calibrator, query) | hidden_signals(calibrator, tokens)
+    """What ``calibrator`` reads beside a whole answer's token probabilities: the query text's signals, the
+    hidden-state probes' logits (those only where the tokens carry hidden states) and the answer's grounding
+    in the query."""
+    return text_signals(calibrator, query) | hidden_signals(calibrator, tokens) | answer_grounding(query, tokens)
+
+
+def answer_grounding(query: str, tokens: Sequence[LocalToken]) -> dict[str, float]:
+    """How many of the answer's complete JSON string values the query never mentions (``fallback.grounding``;
+    0 for an answer with none, such as free text)."""
+    from fallback.grounding import grounding_signals, string_values
+    from fallback.tasks import query_text
+
+    values = string_values("".join(token.text for token in tokens)).values()
+    return grounding_signals(values, query_text(query) or query) if values else {"ungrounded_values": 0.0}
 
 
 def hidden_signals(calibrator: Calibrator, tokens: Sequence[LocalToken], count: int | None = None) -> dict[str, float]:

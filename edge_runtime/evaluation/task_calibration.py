@@ -25,6 +25,7 @@ import numpy as np
 
 from fallback.calibration import Calibrator, Candidate, select_calibrator
 from fallback.early import DEFAULT_EVERY, PROMPT_CHECKPOINT, TEXT_CHECKPOINT, RunningCalibration, early_threshold
+from fallback.grounding import answer_grounding
 from fallback.probe import SOURCES, Probe, fit_probe, fit_settings, out_of_fold, probe_signals, probes_of, text_vector
 from fallback.tasks import QUESTION_WORDS, LocalAnswer, TaskItem, query_signals, query_text
 
@@ -53,7 +54,9 @@ def item_signals(item: TaskItem, answer: LocalAnswer, tokens: int | None = None,
     its tokens when it has them; all by default), ``probes``' logits, and the query's text signals."""
     hidden = [probe for probe in probes if probe.source != "text"]
     text = probe_signals([probe for probe in probes if probe.source == "text"], lambda _: item_text_vector(item))
-    return {**answer.signals_after(tokens, hidden), **text, **query_signals(item.prompt)}
+    grounding = (answer_grounding(answer.answer, answer.fields, tokens, query_text(item.prompt) or item.prompt)
+                 if answer.keys else {})
+    return {**answer.signals_after(tokens, hidden), **text, **query_signals(item.prompt), **grounding}
 
 
 def item_text_vector(item: TaskItem):
@@ -126,6 +129,9 @@ def generation_candidates(signals: dict[str, float]) -> list[Candidate]:
     if fields:
         sets |= {"per field": fields, "per field+margins": (*fields, *MARGIN_BASES)}
     sets["everything"] = (*GENERATION_BASES, *sets.pop("values+margins"), "n_tokens", *fields)
+    if "ungrounded_values" in signals:  # values the query never mentions (``fallback.grounding``)
+        sets |= {f"{name}+grounding": (*features, "ungrounded_values") for name, features in
+                 (("values", VALUE_BASES), ("worst field", sets["worst field"]), ("everything", sets["everything"]))}
     for name, features in sets.items():
         candidates += [Candidate(f"{name} (l2={l2:g})", "platt", features, l2) for l2 in (1e-2, STRONG_L2)]
     return candidates

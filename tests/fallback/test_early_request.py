@@ -190,7 +190,8 @@ def test_hidden_signals_read_the_states_the_tokens_were_chosen_from_as_eval_read
 
     rng = np.random.default_rng(0)
     states = [rng.normal(size=8).astype(np.float32) for _ in range(4)]
-    tokens = [SimpleNamespace(logprob=-0.1, hidden=state) for state in states] + [SimpleNamespace(logprob=-0.1)]
+    tokens = [SimpleNamespace(logprob=-0.1, text="", hidden=state) for state in states]
+    tokens.append(SimpleNamespace(logprob=-0.1, text=""))
     probes = [Probe(source, list(rng.normal(size=8)), 0.5) for source in ("prompt", "tokens", "last")]
     calibrator = calibration(text=False, tokens=False)
     calibrator.extra["probes"] = [probe.to_dict() for probe in probes]
