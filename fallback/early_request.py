@@ -112,10 +112,9 @@ def answer_grounding(query: str, tokens: Sequence[LocalToken]) -> dict[str, floa
     """How many of the answer's complete JSON string values the query never mentions (``fallback.grounding``;
     0 for an answer with none, such as free text)."""
     from fallback.grounding import grounding_signals, string_values
-    from fallback.tasks import query_text
+    from fallback.tasks import query_or_prompt
 
-    values = string_values("".join(token.text for token in tokens)).values()
-    return grounding_signals(values, query_text(query) or query) if values else {"ungrounded_values": 0.0}
+    return grounding_signals(string_values("".join(token.text for token in tokens)).values(), query_or_prompt(query))
 
 
 def hidden_signals(calibrator: Calibrator, tokens: Sequence[LocalToken], count: int | None = None) -> dict[str, float]:
@@ -162,7 +161,7 @@ def needs_hidden(calibrator: Calibrator, running: bool = True) -> bool:
 def _query_vector(query: str):
     """The query's hashed trigrams, once per query: a stream's hold asks at every checkpoint of every token."""
     from fallback.probe import text_vector
-    from fallback.tasks import query_text
+    from fallback.tasks import query_or_prompt
 
-    return text_vector(query_text(query) or query)
+    return text_vector(query_or_prompt(query))
 

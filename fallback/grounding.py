@@ -36,8 +36,11 @@ def _folded(text: str) -> str:
 def grounding_signals(values: Iterable[str], query: str) -> dict[str, float]:
     """``ungrounded_values``: how many of ``values`` (non-empty strings) do not occur in ``query``, ignoring case
     and spacing."""
-    folded = _folded(query)
-    return {"ungrounded_values": float(sum(1 for value in values if _folded(value) and _folded(value) not in folded))}
+    folded_values = [folded for folded in map(_folded, values) if folded]
+    if not folded_values:  # a free answer, or no value closed yet: the query is not even read
+        return {"ungrounded_values": 0.0}
+    folded_query = _folded(query)
+    return {"ungrounded_values": float(sum(1 for value in folded_values if value not in folded_query))}
 
 
 def complete_by(fields: Sequence[str | None], count: int | None) -> set[str] | None:

@@ -97,6 +97,11 @@ def query_text(prompt: str) -> str:
     return first_line.partition(": ")[2]
 
 
+def query_or_prompt(prompt: str) -> str:
+    """What a request asks: its query line (``query_text``), or the whole prompt when it has none."""
+    return query_text(prompt) or prompt
+
+
 def query_signals(prompt: str) -> dict[str, float]:
     """One-hot of the query's first word among the question words: how reliable a question-type answer is
     depends on it ("who" questions are easy, "what" questions ambiguous). From the text alone, no model."""

@@ -213,8 +213,7 @@ class ProcessBackend:
         seconds_left = getattr(should_abort, "seconds_left", None)
         while True:
             try:
-                answer = answers.get(timeout=POLL_S if aborted or seconds_left is None
-                                     else _wait_for(seconds_left()))
+                answer = answers.get(timeout=POLL_S if seconds_left is None else _wait_for(seconds_left()))
             except queue.Empty:
                 if not aborted and should_abort():
                     self._send_quietly(("abort", request_id))

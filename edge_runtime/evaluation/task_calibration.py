@@ -27,7 +27,7 @@ from fallback.calibration import Calibrator, Candidate, select_calibrator
 from fallback.early import DEFAULT_EVERY, PROMPT_CHECKPOINT, TEXT_CHECKPOINT, RunningCalibration, early_threshold
 from fallback.grounding import answer_grounding
 from fallback.probe import SOURCES, Probe, fit_probe, fit_settings, out_of_fold, probe_signals, probes_of, text_vector
-from fallback.tasks import QUESTION_WORDS, LocalAnswer, TaskItem, query_signals, query_text
+from fallback.tasks import QUESTION_WORDS, LocalAnswer, TaskItem, query_or_prompt, query_signals
 
 LABEL_BASES = ("max_prob", "margin", "neg_entropy")
 GENERATION_BASES = ("mean_logprob", "min_logprob", "p10_logprob", "first_logprob")
@@ -54,13 +54,13 @@ def item_signals(item: TaskItem, answer: LocalAnswer, tokens: int | None = None,
     its tokens when it has them; all by default), ``probes``' logits, and the query's text signals."""
     hidden = [probe for probe in probes if probe.source != "text"]
     text = probe_signals([probe for probe in probes if probe.source == "text"], lambda _: item_text_vector(item))
-    grounding = (answer_grounding(answer.answer, answer.fields, tokens, query_text(item.prompt) or item.prompt)
+    grounding = (answer_grounding(answer.answer, answer.fields, tokens, query_or_prompt(item.prompt))
                  if answer.keys else {})
     return {**answer.signals_after(tokens, hidden), **text, **query_signals(item.prompt), **grounding}
 
 
 def item_text_vector(item: TaskItem):
-    return text_vector(query_text(item.prompt) or item.prompt)
+    return text_vector(query_or_prompt(item.prompt))
 
 
 def calibrator_signals(item: TaskItem, answer: LocalAnswer, calibrator: Calibrator,
