@@ -11,7 +11,7 @@ route the held-out items too, which gives ``escalation_decision_fraction`` as th
 is the oracle (always right), as in the evaluation.
 
     python -m benchmarks.probe_ablation ../shared/data/atis_dev.jsonl ../shared/data/languages_dev.jsonl \\
-        --cache OUT/local_answers.jsonl [--json ablation.json]
+        --cache OUT/local_answers.jsonl [--json ablation.json] [--without-middle]
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import numpy as np
 MODES = {"probabilities": ("probs",), "probe": ("probe",), "both": ("probs", "probe")}
 
 
-def cached_answers(paths: list[Path], caches: list[Path]):
-    """The items of ``paths`` (by task) that have a cached local answer, with it."""
+def cached_answers(paths: list[Path], caches: list[Path], middle: bool = True):
+    """The items of ``paths`` (by task) that have a cached local answer, with it (without its middle-layer
+    states unless ``middle``: the same answers as an engine without the tap would give)."""
+    from edge_runtime.evaluation.answerer import ANSWERER_VERSION
     from edge_runtime.evaluation.local_cache import item_key
     from fallback.tasks import LocalAnswer, load_items
 
@@ -38,8 +40,9 @@ def cached_answers(paths: list[Path], caches: list[Path]):
                 record = json.loads(line)
             except ValueError:
                 continue
-            if "answerer-v6" in record.get("model", ""):
-                answers[record["item"]] = LocalAnswer(**record["answer"])
+            if f"answerer-v{ANSWERER_VERSION}" in record.get("model", ""):
+                fields = record["answer"] | ({} if middle else {"hidden_middle": [], "hidden_answer_middle": ""})
+                answers[record["item"]] = LocalAnswer(**fields)
     by_task: dict[str, list] = {}
     for path in paths:
         for item in load_items(path):
@@ -101,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--without-middle", action="store_true",
+                        help="drop the middle layer's states (the probes on the final states only)")
     args = parser.parse_args(argv)
     table = {}
-    for task, pairs in cached_answers(args.data, args.cache).items():
+    for task, pairs in cached_answers(args.data, args.cache, middle=not args.without_middle).items():
         table[task] = {}
         for mode, use in MODES.items():
             row = table[task][mode] = task_row(pairs, use, args.folds, args.seed)

@@ -3,7 +3,8 @@
 Interleaves, on the bundled model with the same prompt and threads:
   (a) raw ``Llama.generate`` greedy, no log-probabilities (the speed ceiling),
   (b) ``edge_runtime.Runtime`` greedy with a log-probability for every token, speculation off (the same
-      repacked weights and plain steps as (a)); (b2) the same with default settings (policy-gated speculation),
+      repacked weights and plain steps as (a)); (b2) the same with default settings (policy-gated speculation);
+      (b3) (b) with the middle layer tapped (``LoadSettings.middle_layer``: a ggml callback on every graph node),
   (c) ``Llama.create_completion(logprobs=5)`` with ``logits_all=True`` (what llama-cpp-python needs for them),
 and prints decode tokens/s (median of the runs) with the ratios b/a and b/c. Then cold start: fresh processes,
 from just before each starts to its first token (and the CPU seconds each used), in interleaved rounds:
@@ -78,11 +79,15 @@ def decode_comparison(path: str, runs: int, tokens: int) -> dict:
     ours = Runtime.load(path, settings=LoadSettings(n_ctx=2048, n_threads=THREADS, speculative=False,
                                                     prefix_cache=False))
     default = Runtime.load(path, settings=LoadSettings(n_ctx=2048, n_threads=THREADS, prefix_cache=False))
-    rates = {"a_raw_generate": [], "b_edge_runtime": [], "b2_edge_runtime_default": [], "c_logits_all": []}
+    tapped = Runtime.load(path, settings=LoadSettings(n_ctx=2048, n_threads=THREADS, speculative=False,
+                                                      prefix_cache=False, middle_layer=True))
+    rates = {"a_raw_generate": [], "b_edge_runtime": [], "b2_edge_runtime_default": [],
+             "b3_edge_runtime_middle_layer": [], "c_logits_all": []}
     for _ in range(runs + 1):  # the first round warms up and is dropped
         rates["a_raw_generate"].append(run_raw(raw, tokens))
         rates["b_edge_runtime"].append(run_ours(ours, tokens))
         rates["b2_edge_runtime_default"].append(run_ours(default, tokens))
+        rates["b3_edge_runtime_middle_layer"].append(run_ours(tapped, tokens))
         rates["c_logits_all"].append(run_logits_all(with_logits, tokens))
     return {name: statistics.median(values[1:]) for name, values in rates.items()} | {"runs": runs, "tokens": tokens}
 
@@ -226,6 +231,8 @@ def ratios_of(decode: dict | None, cold: dict) -> dict:
     if decode is not None:
         ratios |= {"b_over_a": decode["b_edge_runtime"] / decode["a_raw_generate"],
                    "b_over_c": decode["b_edge_runtime"] / decode["c_logits_all"]}
+        if "b3_edge_runtime_middle_layer" in decode:
+            ratios["b3_over_b"] = decode["b3_edge_runtime_middle_layer"] / decode["b_edge_runtime"]
     return ratios
 
 
@@ -236,8 +243,10 @@ def format_decode(decode: dict, ratios: dict) -> list[str]:
         f"| (a) llama-cpp-python Llama.generate, no logprobs | {decode['a_raw_generate']:.1f} |",
         f"| (b) edge-runtime, logprob on every token, no speculation | {decode['b_edge_runtime']:.1f} |",
         f"| (b2) edge-runtime defaults (policy-gated speculation) | {decode['b2_edge_runtime_default']:.1f} |",
+        f"| (b3) (b) with the middle layer tapped | {decode['b3_edge_runtime_middle_layer']:.1f} |",
         f"| (c) llama-cpp-python create_completion(logprobs=5), logits_all | {decode['c_logits_all']:.1f} |",
-        f"b/a = {ratios['b_over_a']:.3f} (target >= 0.97); b/c = {ratios['b_over_c']:.1f} (target >= 5)",
+        f"b/a = {ratios['b_over_a']:.3f} (target >= 0.97); b/c = {ratios['b_over_c']:.1f} (target >= 5); "
+        f"b3/b = {ratios['b3_over_b']:.3f} (the tap's cost)",
     ]
 
 

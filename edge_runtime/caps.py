@@ -141,3 +141,6 @@ class LoadSettings(Settings):
     # the first load of a configuration on this machine runs a short decode in a child process and steps down to
     # a safer configuration if that child crashes (see edge_runtime.engine.probe); off for self-managed builds
     native_probe: bool = checked(True, kind=bool)
+    # recorded hidden states carry the middle layer's output beside the final one (a calibration's "middle"
+    # probe reads it; see edge_runtime.backends.hidden_state): costs a trip into Python per graph node
+    middle_layer: bool = checked(False, kind=bool)

@@ -31,10 +31,11 @@ from fallback.early import PROMPT_CHECKPOINT, TEXT_CHECKPOINT, RunningCalibratio
 from fallback.local_leg import LocalToken
 
 
-HIDDEN_SIGNALS = {"probe_prompt", "probe_tokens", "probe_last"}  # the signals only a recorded hidden state gives
+# the signals only a recorded hidden state gives
+HIDDEN_SIGNALS = {"probe_prompt", "probe_tokens", "probe_last", "probe_middle"}
 # the hidden states a generated answer's tokens carry; a label task's "answer" state is eval's alone (a server
 # generates, it does not score labels): a calibrator that reads it gets its probabilities-only fallback
-SERVED_SOURCES = ("prompt", "tokens", "last")
+SERVED_SOURCES = ("prompt", "tokens", "last", "middle")
 
 
 @dataclass(frozen=True)
@@ -120,18 +121,24 @@ def answer_grounding(query: str, tokens: Sequence[LocalToken]) -> dict[str, floa
 def hidden_signals(calibrator: Calibrator, tokens: Sequence[LocalToken], count: int | None = None) -> dict[str, float]:
     """The hidden-state probes' logits after the first ``count`` tokens (all by default): "prompt" reads the
     state the first token was chosen from, "tokens" the mean of those the first ``max(count, 1)`` were, "last"
-    the latest of them; {} when
-    the first token carries no hidden state (the checkpoints that need one are then skipped)."""
-    from fallback.probe import probe_signals, probes_of
+    the latest of them, "middle" the middle layer's state of that latest; {} when the first token carries no
+    hidden state, or not the middle layer's a probe reads (the checkpoints that need one are then skipped)."""
+    from fallback.probe import final_state, middle_state, probe_signals, probes_of
 
     probes = [probe for probe in probes_of(calibrator) if probe.source in SERVED_SOURCES]
     first = getattr(tokens[0], "hidden", None) if probes and tokens else None
-    if first is None or any(len(probe.weights) != len(first) for probe in probes):
+    if first is None or any(len(probe.weights) != len(final_state(first)) for probe in probes):
         return {}  # none recorded, or a calibration fitted on another model's hidden states: no probe signal
+    if middle_state(first) is None and any(probe.source == "middle" for probe in probes):
+        return {}  # an engine loaded without the middle layer's tap (LoadSettings.middle_layer)
     seen = tokens[:max(count, 1)] if count is not None else tokens
     states = [state for state in (getattr(token, "hidden", None) for token in seen) if state is not None]
+    finals = [final_state(state) for state in states]
+
     def state(source: str):
-        return first if source == "prompt" else states[-1] if source == "last" else sum(states) / len(states)
+        if source == "middle":
+            return middle_state(states[-1])
+        return finals[0] if source == "prompt" else finals[-1] if source == "last" else sum(finals) / len(finals)
 
     return probe_signals(probes, state)
 
@@ -145,6 +152,14 @@ def decisions_of(calibrator: Calibrator, running: bool = True) -> list[Calibrato
 def signals_read(calibrators: Sequence[Calibrator]) -> set[str]:
     """The signal names ``calibrators`` read (each factor of a product feature)."""
     return {name for each in calibrators for feature in each.features for name in feature.split("*")}
+
+
+def needs_middle_layer(calibrator: Calibrator) -> bool:
+    """Whether a served ``calibrator`` (any of its decisions) reads the middle layer's state: the engine must
+    then be loaded with its tap (``LoadSettings.middle_layer``)."""
+    from fallback.probe import probes_of
+
+    return any(probe.source == "middle" for each in decisions_of(calibrator) for probe in probes_of(each))
 
 
 def needs_hidden(calibrator: Calibrator, running: bool = True) -> bool:

@@ -4,14 +4,15 @@ Token probabilities say how sure the model is of the next token; they say little
 one it can answer at all (a wrong language name can be said with confidence). A probe reads the final hidden
 state (``edge_runtime.backends.hidden_state``) of the prompt's last token, known after the prefill and before
 any decoding, the mean over the first generated tokens, or the latest of those; for a label task (eval only)
-the state after the chosen label; the ``text`` source is no hidden state but the query's hashed character
-trigrams (``text_vector``), known before any model runs (a RouteLLM-style router). It is fitted per model and task on the calibration
+the state after the chosen label. The ``middle`` source reads the middle layer's state where ``answer`` or
+``last`` read the final one. The ``text`` source is no hidden state but the query's hashed character trigrams
+(``text_vector``), known before any model runs (a RouteLLM-style router). It is fitted per model and task on the calibration
 items: standardise, project on the top principal components, logistic regression with an L2 penalty. Because
 every step is linear, the fitted probe collapses to one weight per hidden dimension and a bias, which is what the
 calibration file keeps (``Probe.to_dict``); at run time a probe is one dot product in numpy.
 
 The probe's logit becomes one more signal (``probe_prompt``, ``probe_tokens``, ``probe_last``, ``probe_answer``,
-``probe_text``) for the calibrator, which keeps
+``probe_middle``, ``probe_text``) for the calibrator, which keeps
 it only where its cross-validated feature choice says it helps (``out_of_fold`` gives the calibration items
 scores from probes that did not see them). Vectors travel as base64 float16 (``encode``/``decode``).
 """
@@ -30,11 +31,13 @@ from fallback.calibration import fold_indices
 RECORDED_TOKENS = 4  # generated tokens whose hidden states are recorded, with the prompt's (eval and server alike)
 # the prompt's last hidden state; the mean over it and the first generated tokens' ("tokens"); the latest of those
 # ("last": a short answer's is the state its end was chosen from); the query text's trigrams; a label task's
-# state after the prompt and its chosen label ("answer", as if the model had said it: eval only)
-SOURCES = ("prompt", "tokens", "last", "text", "answer")
+# state after the prompt and its chosen label ("answer", as if the model had said it: eval only); the middle
+# layer's state where the answer stands ("middle": a label task's after its label, a generated answer's latest)
+SOURCES = ("prompt", "tokens", "last", "text", "answer", "middle")
 DEFAULT_COMPONENTS = 32
 DEFAULT_L2 = 10.0
 TEXT_BUCKETS = 512
+FLOAT16_MAX = 65504.0
 TEXT_L2 = 30.0
 
 
@@ -50,6 +53,17 @@ def text_vector(text: str, buckets: int = TEXT_BUCKETS) -> np.ndarray:
     return vector / norm if norm else vector
 
 
+def final_state(state):
+    """The final hidden state of a recorded ``state``: one row, or two (the final state, then the middle
+    layer's, where the engine taps it: ``edge_runtime.backends.hidden_state.LayerTap``)."""
+    return state[0] if state is not None and np.ndim(state) == 2 else state
+
+
+def middle_state(state):
+    """The middle layer's state of a recorded ``state``; None when it holds the final state only."""
+    return state[1] if state is not None and np.ndim(state) == 2 else None
+
+
 def fit_settings(source: str) -> tuple[int, float]:
     """(components, l2) a probe of ``source`` is fitted with: hidden states projected, hashed text not."""
     return (0, TEXT_L2) if source == "text" else (DEFAULT_COMPONENTS, DEFAULT_L2)
@@ -57,7 +71,8 @@ def fit_settings(source: str) -> tuple[int, float]:
 
 def encode(vector: np.ndarray) -> str:
     """A hidden state as base64 float16 (about 1.7 kB for 640 dimensions)."""
-    return base64.b64encode(np.asarray(vector, dtype=np.float16).tobytes()).decode("ascii")
+    finite = np.clip(np.asarray(vector, dtype=np.float64), -FLOAT16_MAX, FLOAT16_MAX)  # a middle layer runs large
+    return base64.b64encode(finite.astype(np.float16).tobytes()).decode("ascii")
 
 
 def decode(text: str) -> np.ndarray:

@@ -144,22 +144,35 @@ class LocalAnswer:
     hidden_prompt: str = ""  # the prompt's last hidden state (``fallback.probe.encode``), when recorded
     hidden_tokens: list[str] = field(default_factory=list)  # the first generated tokens' hidden states
     hidden_answer: str = ""  # a label task's state after the prompt and its chosen label, when recorded
+    hidden_answer_middle: str = ""  # the middle layer's state at the same position, when tapped
+    hidden_middle: list[str] = field(default_factory=list)  # the middle layer's: the prompt's, then the tokens'
 
     def hidden(self, source: str, tokens: int | None = None):
         """The hidden state a probe of ``source`` reads, or None when it was not recorded: "prompt", the
         prompt's last; "tokens", the mean of it and the generated tokens' fed back by the time ``tokens`` were
         chosen (token i is fed, and its state read, to choose token i + 1); "last", the latest of those (for a
-        short answer, the state its end was chosen from); "answer", a label task's state after its label."""
+        short answer, the state its end was chosen from); "answer", a label task's state after its label;
+        "middle", the middle layer's state where "answer" (a label task) or "last" (a generated answer) read."""
         from fallback.probe import decode
 
         if source == "answer":
             return decode(self.hidden_answer) if self.hidden_answer else None
+        if source == "middle":
+            return self._middle(tokens)
         if not self.hidden_prompt:
             return None
         fed = len(self.hidden_tokens) if tokens is None else max(tokens - 1, 0)
         vectors = [decode(self.hidden_prompt)] + ([decode(t) for t in self.hidden_tokens[:fed]]
                                                   if source in ("tokens", "last") else [])
         return vectors[-1] if source == "last" else sum(vectors) / len(vectors)
+
+    def _middle(self, tokens: int | None):
+        from fallback.probe import decode
+
+        if self.hidden_answer_middle or not self.hidden_middle:
+            return decode(self.hidden_answer_middle) if self.hidden_answer_middle else None
+        fed = len(self.hidden_middle) - 1 if tokens is None else max(tokens - 1, 0)
+        return decode(self.hidden_middle[min(fed, len(self.hidden_middle) - 1)])
 
     def signals_after(self, tokens: int | None = None, probes=()) -> dict[str, float]:
         """The answer's signals as they stood after its first ``tokens`` tokens (all of them by default), with

@@ -19,8 +19,8 @@ import numpy as np
 
 from edge_runtime import sampling as sampler
 from edge_runtime.backends.base import BackendStats, Capabilities, PrefixCacheCounters, SamplingParams, ShouldAbort
-from edge_runtime.backends.hidden_state import (HiddenRecorder, embedding_size, last_hidden, request_recorder,
-                                                set_embeddings)
+from edge_runtime.backends.hidden_state import (HiddenRecorder, embedding_size, last_hidden, middle_tap,
+                                                request_recorder, set_embeddings)
 from edge_runtime.backends.llamacpp_native import (DecodeAborted, NativeBatch, NativeContext, NativeModel,
                                                    default_threads)
 from edge_runtime.caps import LoadSettings
@@ -416,7 +416,8 @@ def open_native(path: Path, settings: LoadSettings, *, n_seq_max: int) -> tuple[
         context = NativeContext(model, n_ctx=settings.n_ctx * n_seq_max, n_batch=settings.n_batch,
                                 n_threads=settings.n_threads or default_threads(), n_seq_max=n_seq_max,
                                 flash_attn=settings.flash_attn, n_ubatch=shape.n_ubatch,
-                                n_outputs_max=shape.n_outputs_max, kv_unified=shape.kv_unified)
+                                n_outputs_max=shape.n_outputs_max, kv_unified=shape.kv_unified,
+                                tap=middle_tap(model) if settings.middle_layer else None)
     except BackendError:
         model.close()
         raise

@@ -120,8 +120,11 @@ class NativeContext:
 
     def __init__(self, model: NativeModel, *, n_ctx: int, n_batch: int, n_threads: int, n_seq_max: int = 1,
                  flash_attn: bool | None = None, n_ubatch: int | None = None,
-                 n_outputs_max: int | None = None, kv_unified: bool = False) -> None:
+                 n_outputs_max: int | None = None, kv_unified: bool = False, tap=None) -> None:
         params = llama_cpp.llama_context_default_params()
+        self.tap = tap  # a ``hidden_state.LayerTap`` (kept alive here: llama.cpp holds its callback)
+        if tap is not None:
+            params.cb_eval = tap.callback
         params.kv_unified = self.kv_unified = kv_unified
         if flash_attn is not None:
             params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn

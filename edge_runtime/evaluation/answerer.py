@@ -13,16 +13,30 @@ import json
 import time
 
 from fallback.confidence import contextual_calibrate, label_signals, token_margins
-from fallback.probe import RECORDED_TOKENS, encode
+from fallback.probe import RECORDED_TOKENS, encode, final_state, middle_state
 from fallback.structured import token_fields
 from fallback.tasks import MAX_ANSWER_TOKENS, LocalAnswer, TaskItem, answer_invalidity, content_free_prompt
 
 MAX_STRUCTURED_TOKENS = 64
 TOP_ALTERNATIVES = 2  # enough for each token's margin over the runner-up
 HIDDEN_TOKENS = RECORDED_TOKENS  # generated tokens whose hidden states are kept (with the prompt's)
-# bump when answers or signals change, so cached answers are recomputed (6: constrained answers close inside
-# their budget; 5: a label's answer state; 4: hidden states read from the answer's tokens)
-ANSWERER_VERSION = 6
+# bump when answers or signals change, so cached answers are recomputed (7: the middle layer's states; 6:
+# constrained answers close inside their budget; 5: a label's answer state; 4: hidden states read from the
+# answer's tokens)
+ANSWERER_VERSION = 7
+
+
+def encoded_states(states: list) -> dict:
+    """Recorded hidden states (the prompt's, then the generated tokens'; each the final state, or it and the
+    middle layer's) as ``LocalAnswer`` keeps them."""
+    if not states:
+        return {}
+    finals = [encode(final_state(state)) for state in states]
+    middles = [middle_state(state) for state in states]
+    encoded = {"hidden_prompt": finals[0], "hidden_tokens": finals[1:]}
+    if all(middle is not None for middle in middles):
+        encoded["hidden_middle"] = [encode(middle) for middle in middles]
+    return encoded
 
 
 class LocalAnswerer:
@@ -44,17 +58,14 @@ class LocalAnswerer:
     def _hidden_of(tokens) -> dict:
         """The hidden states a generated answer's tokens carry (the state each was chosen from), encoded for
         ``LocalAnswer``: exactly what the server's cascade reads from the same tokens."""
-        states = [token.hidden for token in tokens if token.hidden is not None]
-        if not states:
-            return {}
-        return {"hidden_prompt": encode(states[0]), "hidden_tokens": [encode(state) for state in states[1:]]}
+        return encoded_states([token.hidden for token in tokens if token.hidden is not None])
 
     def _hidden(self) -> dict:
         """The hidden states the backend recorded for the last request, encoded for ``LocalAnswer``."""
         recorder = self.runtime.backend.hidden if self.recording else None
         if recorder is None or recorder.prompt is None:
             return {}
-        return {"hidden_prompt": encode(recorder.prompt), "hidden_tokens": [encode(v) for v in recorder.generated]}
+        return encoded_states([recorder.prompt, *recorder.generated])
 
     def answer(self, item: TaskItem) -> LocalAnswer:
         return self._label(item) if item.is_label_task else self._generate(item)
@@ -73,7 +84,10 @@ class LocalAnswerer:
         best = max(range(len(calibrated)), key=calibrated.__getitem__)
         if hidden:  # the state once the prompt and the chosen label are read (the "answer" probe's input)
             said = self.runtime.backend.tokenize(item.prompt + " " + item.choices[best])
-            hidden["hidden_answer"] = encode(self.runtime.backend.hidden_after(said))
+            state = self.runtime.backend.hidden_after(said)
+            hidden["hidden_answer"] = encode(final_state(state))
+            if middle_state(state) is not None:
+                hidden["hidden_answer_middle"] = encode(middle_state(state))
         raw = label_signals(scores.probabilities)
         signals = {**label_signals(calibrated), **{f"raw_{name}": value for name, value in raw.items()}}
         signals.update({f"label_{index}": float(index == best) for index in range(len(item.choices))})

@@ -121,7 +121,8 @@ def local_answers(items: list[TaskItem], options: EvalOptions) -> tuple[dict[str
     from edge_runtime.runtime import Runtime
     from edge_runtime.evaluation.answerer import LocalAnswerer
 
-    settings = LoadSettings(n_threads=options.threads, prefix_cache=options.prefix_cache)
+    # the middle layer tapped: a "middle" probe is fitted beside the final-state ones, kept where it helps
+    settings = LoadSettings(n_threads=options.threads, prefix_cache=options.prefix_cache, middle_layer=True)
     with Runtime.load(options.model, settings=settings) as runtime:
         missing = [item for item in items if cache.get(item) is None]
         # every task's few-shot block, so its items reuse it in any order

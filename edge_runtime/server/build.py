@@ -44,9 +44,19 @@ def load_runtime(settings: ServerSettings):
     caps = Caps(memory_budget_bytes=budget if budget is not None else physical_memory_bytes() // 2)
     load = LoadSettings(n_ctx=settings.ctx, n_threads=settings.threads, n_parallel=settings.parallel,
                         prefix_cache=settings.prefix_cache, prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20),
-                        native_probe=settings.native_probe)
+                        native_probe=settings.native_probe, middle_layer=_reads_middle_layer(settings))
     isolation = "none" if settings.in_process else "process-background"
     return Runtime.load(settings.model, caps=caps, settings=load, isolation=isolation, backend=settings.backend)
+
+
+def _reads_middle_layer(settings: ServerSettings) -> bool:
+    """Whether the calibration reads the middle layer's hidden state (the engine then taps it)."""
+    if not settings.calibration:
+        return False
+    from fallback.calibration import Calibrator
+    from fallback.early_request import needs_middle_layer
+
+    return needs_middle_layer(Calibrator.load(settings.calibration))
 
 
 def build_cascade(settings: ServerSettings, runtime, breaker_clock: Callable[[], float],
