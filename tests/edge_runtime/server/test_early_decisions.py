@@ -14,6 +14,8 @@ import json
 import httpx
 import pytest
 
+from edge_runtime.caps import LoadSettings
+from edge_runtime.runtime import Runtime
 from fallback.ledger import Ledger
 from tests.edge_runtime.server.conftest import _cloud_gateway, running
 from benchmarks.early_calibration import CONFIDENT_QUERY, HOPELESS_QUERY, calibration
@@ -94,28 +96,31 @@ def _edge(response: httpx.Response) -> dict:
     return [chunk["edge"] for chunk in _chunks(response) if "edge" in chunk][-1]
 
 
-def _prompt_probe_calibration(runtime):
+def _prompt_probe_calibration(runtime, source: str = "prompt", every: int = 4):
     """A calibration whose only early decision is the prompt checkpoint (0): a probe on the prompt's last hidden
-    state, fitted (``fit_probe``, ``fit_platt``, ``early_threshold``) on the bundled model's own states of the
-    made-up hopeless and confident queries, as the server's requests frame them; every whole answer is kept."""
+    state (``source`` "middle": the middle layer's, from a tapped engine), fitted (``fit_probe``, ``fit_platt``,
+    ``early_threshold``) on the bundled model's own states of the made-up hopeless and confident queries, as the
+    server's requests frame them; every whole answer is kept. Later token counts reuse the checkpoint (every
+    ``every`` tokens): a prompt probe reads the prompt's state there too, a middle one the latest token's."""
     import numpy as np
 
     from benchmarks.early_calibration import CONFIDENT, HOPELESS
     from fallback.calibration import Calibrator, fit_platt
     from fallback.early import RunningCalibration, early_threshold
-    from fallback.probe import fit_probe
+    from fallback.probe import final_state, fit_probe, middle_state
 
     queries = HOPELESS + CONFIDENT
     correct = [False] * len(HOPELESS) + [True] * len(CONFIDENT)
-    states = np.stack([runtime.generate(query + "\nAnswer:", max_tokens=1, record_hidden=0).tokens[0].hidden
-                       for query in queries])
-    probe = fit_probe(states, correct, "prompt", components=4, l2=1.0)
-    rows = [{"probe_prompt": probe.logit(state)} for state in states]
-    checkpoint = fit_platt(rows, correct, ["probe_prompt"])
+    recorded = [runtime.generate(query + "\nAnswer:", max_tokens=1, record_hidden=0).tokens[0].hidden
+                for query in queries]
+    states = np.stack([middle_state(state) if source == "middle" else final_state(state) for state in recorded])
+    probe = fit_probe(states, correct, source, components=4, l2=1.0)
+    rows = [{probe.signal: probe.logit(state)} for state in states]
+    checkpoint = fit_platt(rows, correct, [probe.signal])
     checkpoint.threshold = early_threshold([checkpoint.predict(row) for row in rows], correct, 0.2, 0.9)
     checkpoint.extra = {"probes": [probe.to_dict()], "tokens": 0}
     final = Calibrator("isotonic", ["mean_logprob"], knots=[(-1000.0, 0.99)], threshold=0.5, task="t", model="m")
-    final.extra["running"] = RunningCalibration(4, {0: checkpoint}).to_dict()
+    final.extra["running"] = RunningCalibration(every, {0: checkpoint}).to_dict()
     return final
 
 
@@ -158,3 +163,32 @@ def test_a_whole_answer_is_escalated_at_the_prompt_checkpoint_after_one_token(pr
                                                                                            "early_low_confidence")
     assert response.json()["choices"][0]["text"] == "Cloud says Paris."
     assert calls[-1]["record_hidden"] == 4
+
+
+@pytest.fixture(scope="module")
+def tapped_runtime(bundled_path):
+    with Runtime.load(bundled_path, settings=LoadSettings(n_parallel=4, n_ctx=1024, middle_layer=True)) as loaded:
+        yield loaded
+
+
+def test_a_middle_layer_probe_decides_in_the_server_as_in_eval(tapped_runtime, batched_runtime, cloud, tmp_path):
+    """A calibration whose prompt checkpoint reads the middle layer's state (``probe_middle``), served over an
+    engine loaded with the tap: a hopeless prompt goes to the cloud at its first token, a confident one stays
+    local (two of the fitted queries: 16 made-up items fit a middle-layer probe, they do not make it general).
+    Over an engine without the tap the checkpoint has no state to read and every answer is kept."""
+    from benchmarks.early_calibration import CONFIDENT, HOPELESS
+    from edge_runtime.server.build import build_server
+    from edge_runtime.server.settings import ServerSettings
+
+    # checkpoints 0 and 1 only (both read the prompt's state; 8-token answers end before 1 + 64)
+    path = _prompt_probe_calibration(tapped_runtime, "middle", every=64).save(tmp_path / "calibration.json")
+    settings = ServerSettings(cloud=_cloud_gateway(cloud), calibration=path, ledger=False)
+    for runtime, hopeless_route in ((tapped_runtime, ("cloud", "early_low_confidence")),
+                                    (batched_runtime, ("local", "confident"))):
+        app, _ = build_server(settings, runtime=runtime)
+        with running(app) as url:
+            hopeless = _ask(url, HOPELESS[0], stream=True)
+            confident = _ask(url, CONFIDENT[0])
+        assert (hopeless.headers["X-Edge-Route-Taken"], _edge(hopeless)["reason"]) == hopeless_route
+        assert (confident.headers["X-Edge-Route-Taken"], confident.headers["X-Edge-Reason"]) == ("local",
+                                                                                               "confident")
