@@ -72,11 +72,17 @@ class LayerTap:
 
         self.name, self.n_embd = f"l_out-{layer}".encode(), n_embd
         self.armed, self.rows = False, None
-        library = llama_cpp._lib  # ggml's symbols resolve through libllama's handle (its dependency)
-        self._name_of = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)(("ggml_get_name", library))
-        self._count = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(("ggml_nelements", library))
-        self._copy = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t)(
-            ("ggml_backend_tensor_get", library))
+        from edge_runtime.errors import BackendError
+
+        try:  # ggml's symbols resolve through libllama's handle (ggml is its dependency)
+            library = llama_cpp._lib
+            self._name_of = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)(("ggml_get_name", library))
+            self._count = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(("ggml_nelements", library))
+            self._copy = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                                          ctypes.c_size_t)(("ggml_backend_tensor_get", library))
+        except (AttributeError, OSError) as error:
+            raise BackendError("this llama-cpp-python build does not expose ggml's tensor functions, which the "
+                               f"middle layer's tap needs; load without middle_layer ({error})") from error
         self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._on_tensor)
 
     def _on_tensor(self, tensor, ask: bool, _user_data) -> bool:

@@ -68,6 +68,19 @@ def test_the_tap_reads_the_layer_at_sixty_percent_depth():
     assert middle_layer(18) == 10 and middle_layer(26) == 15 and middle_layer(1) == 0
 
 
+def test_a_llama_cpp_build_without_ggmls_symbols_is_a_clear_error(monkeypatch):
+    import ctypes
+    import ctypes.util
+
+    from edge_runtime.backends import hidden_state
+    from edge_runtime.backends.llama_bindings import llama_cpp
+    from edge_runtime.errors import BackendError
+
+    monkeypatch.setattr(llama_cpp, "_lib", ctypes.CDLL(ctypes.util.find_library("m")))  # libm: no ggml in it
+    with pytest.raises(BackendError, match="middle_layer"):
+        hidden_state.LayerTap(10, 640)
+
+
 def test_a_tapped_engine_records_both_states_and_changes_neither_tokens_nor_final_states(tapped, plain):
     with_tap = tapped.generate(PROMPT, max_tokens=6, top_logprobs=2, record_hidden=3).tokens
     without = plain.generate(PROMPT, max_tokens=6, top_logprobs=2, record_hidden=3).tokens
