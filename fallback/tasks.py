@@ -157,22 +157,18 @@ class LocalAnswer:
 
         if source == "answer":
             return decode(self.hidden_answer) if self.hidden_answer else None
-        if source == "middle":
-            return self._middle(tokens)
-        if not self.hidden_prompt:
+        if source == "middle" and self.hidden_answer_middle:
+            return decode(self.hidden_answer_middle)
+        states = self.hidden_middle if source == "middle" else (
+            [self.hidden_prompt, *self.hidden_tokens] if self.hidden_prompt else [])
+        if not states:
             return None
-        fed = len(self.hidden_tokens) if tokens is None else max(tokens - 1, 0)
-        vectors = [decode(self.hidden_prompt)] + ([decode(t) for t in self.hidden_tokens[:fed]]
-                                                  if source in ("tokens", "last") else [])
-        return vectors[-1] if source == "last" else sum(vectors) / len(vectors)
-
-    def _middle(self, tokens: int | None):
-        from fallback.probe import decode
-
-        if self.hidden_answer_middle or not self.hidden_middle:
-            return decode(self.hidden_answer_middle) if self.hidden_answer_middle else None
-        fed = len(self.hidden_middle) - 1 if tokens is None else max(tokens - 1, 0)
-        return decode(self.hidden_middle[min(fed, len(self.hidden_middle) - 1)])
+        fed = len(states) - 1 if tokens is None else max(tokens - 1, 0)
+        known = states[:1] if source == "prompt" else states[:fed + 1]  # the prompt's, and those fed by then
+        if source in ("last", "middle"):
+            return decode(known[-1])
+        vectors = [decode(state) for state in known]
+        return sum(vectors) / len(vectors)
 
     def signals_after(self, tokens: int | None = None, probes=()) -> dict[str, float]:
         """The answer's signals as they stood after its first ``tokens`` tokens (all of them by default), with

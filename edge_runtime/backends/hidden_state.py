@@ -69,11 +69,10 @@ class LayerTap:
         import ctypes
 
         from edge_runtime.backends.llama_bindings import llama_cpp
+        from edge_runtime.errors import BackendError
 
         self.name, self.n_embd = f"l_out-{layer}".encode(), n_embd
         self.armed, self.rows = False, None
-        from edge_runtime.errors import BackendError
-
         try:  # ggml's symbols resolve through libllama's handle (ggml is its dependency)
             library = llama_cpp._lib
             self._name_of = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)(("ggml_get_name", library))
