@@ -32,7 +32,7 @@ from fallback.local_leg import LocalToken
 
 
 # the signals only a recorded hidden state gives
-HIDDEN_SIGNALS = {"probe_prompt", "probe_tokens", "probe_last", "probe_middle"}
+HIDDEN_SIGNALS = {"probe_prompt", "probe_tokens", "probe_last", "probe_middle", "probe_class"}
 # the hidden states a generated answer's tokens carry; a label task's "answer" state is eval's alone (a server
 # generates, it does not score labels): a calibrator that reads it gets its probabilities-only fallback
 SERVED_SOURCES = ("prompt", "tokens", "last", "middle")
@@ -105,8 +105,23 @@ def text_signals(calibrator: Calibrator, query: str) -> dict[str, float]:
 def context_signals(calibrator: Calibrator, query: str, tokens: Sequence[LocalToken]) -> dict[str, float]:
     """What ``calibrator`` reads beside a whole answer's token probabilities: the query text's signals, the
     hidden-state probes' logits (those only where the tokens carry hidden states) and the answer's grounding
-    in the query."""
-    return text_signals(calibrator, query) | hidden_signals(calibrator, tokens) | answer_grounding(query, tokens)
+    in the query, and the class probe's log-odds of the answer's words (``fallback.class_probe``)."""
+    return (text_signals(calibrator, query) | hidden_signals(calibrator, tokens) | answer_grounding(query, tokens)
+            | said_signals(calibrator, tokens))
+
+
+def said_signals(calibrator: Calibrator, tokens: Sequence[LocalToken]) -> dict[str, float]:
+    """The class probe's log-odds that the prompt's last state points to the answer ``tokens`` say; {} without a
+    class probe or a recorded state (the final decision then falls back to the probabilities-only calibrator)."""
+    from fallback.class_probe import class_probes_of, class_signals
+    from fallback.probe import final_state
+
+    probes = class_probes_of(calibrator)
+    first = getattr(tokens[0], "hidden", None) if probes and tokens else None
+    if first is None:
+        return {}
+    return class_signals(probes, lambda source: final_state(first) if source == "prompt" else None,
+                         "".join(token.text for token in tokens))
 
 
 def answer_grounding(query: str, tokens: Sequence[LocalToken]) -> dict[str, float]:

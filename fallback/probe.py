@@ -120,7 +120,7 @@ def probe_signals(probes: Sequence[Probe], hidden) -> dict[str, float]:
     return signals
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) -> np.ndarray:
+def logistic(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) -> np.ndarray:
     """Newton's method for an L2-penalised logistic regression; x has no intercept column, beta[0] is it."""
     design = np.hstack([np.ones((len(x), 1)), x])
     beta = np.zeros(design.shape[1])
@@ -136,25 +136,37 @@ def _logistic(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) -> 
     return beta
 
 
+def whitening(vectors: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, projection): standardise, then project on the top ``components`` principal components,
+    whitened (0 keeps every dimension unprojected). ``((x - mean) / scale) @ projection`` is what a probe's
+    logistic regression reads."""
+    x = np.asarray(vectors, dtype=np.float64)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    if not components:  # no projection: the L2 penalty alone (hashed text counts, whose components carry no order)
+        return mean, scale, np.eye(x.shape[1])
+    _, singular, basis = np.linalg.svd((x - mean) / scale, full_matrices=False)
+    keep = min(components, len(singular))
+    spread = singular[:keep] / np.sqrt(max(len(x) - 1, 1))
+    spread[spread < 1e-9] = 1.0
+    return mean, scale, basis[:keep].T / spread  # hidden (standardised) -> whitened components
+
+
+def collapse(beta: np.ndarray, mean: np.ndarray, scale: np.ndarray, projection: np.ndarray) -> tuple[np.ndarray, float]:
+    """A logistic regression fitted on whitened components as (weights, bias) on the raw hidden state."""
+    weights = (projection @ beta[1:]) / scale
+    return weights, float(beta[0] - weights @ mean)
+
+
 def fit_probe(vectors: np.ndarray, correct: Sequence[bool], source: str, components: int = DEFAULT_COMPONENTS,
               l2: float = DEFAULT_L2) -> Probe:
     """Standardise, keep the top ``components`` principal components (whitened; 0 keeps every dimension
     unprojected), fit, collapse to one vector."""
     x, y = np.asarray(vectors, dtype=np.float64), np.asarray(correct, dtype=np.float64)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale < 1e-6] = 1.0
-    standard = (x - mean) / scale
-    if components:
-        _, singular, basis = np.linalg.svd(standard, full_matrices=False)
-        keep = min(components, len(singular))
-        spread = singular[:keep] / np.sqrt(max(len(x) - 1, 1))
-        spread[spread < 1e-9] = 1.0
-        projection = basis[:keep].T / spread  # hidden (standardised) -> whitened components
-    else:  # no projection: the L2 penalty alone (hashed text counts, whose components carry no order)
-        keep, projection = 0, np.eye(x.shape[1])
-    beta = _logistic(standard @ projection, y, l2)
-    weights = (projection @ beta[1:]) / scale
-    return Probe(source, weights.tolist(), float(beta[0] - weights @ mean), keep, l2)
+    mean, scale, projection = whitening(x, components)
+    beta = logistic(((x - mean) / scale) @ projection, y, l2)
+    weights, bias = collapse(beta, mean, scale, projection)
+    return Probe(source, weights.tolist(), bias, projection.shape[1] if components else 0, l2)
 
 
 def out_of_fold(vectors: np.ndarray, correct: Sequence[bool], source: str, folds: int = 5, seed: int = 0,

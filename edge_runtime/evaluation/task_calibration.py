@@ -14,7 +14,7 @@ items are never seen here. ``use`` restricts the candidates ("probs", "probe") f
 ``calibrate_running`` fits the running decision's checkpoints (``fallback.early``) the same way, on the
 calibration answers cut after 1, 1 + every, ... tokens, each with its own early threshold, and a prompt-only
 checkpoint 0 (the prompt probe and the question word, known after the prefill, before any token). The text
-checkpoint -1 is fitted to the final rule's own decision rather than to correctness (``TEXT_PRECISION``).
+checkpoint -1 is fitted to the final rule's own decision rather than to correctness (``TEXT_PRECISIONS``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fallback.calibration import Calibrator, Candidate, select_calibrator
+from fallback.class_probe import ClassProbe, class_out_of_fold, class_probes_of, class_signals, fit_class_probe
 from fallback.early import DEFAULT_EVERY, PROMPT_CHECKPOINT, TEXT_CHECKPOINT, RunningCalibration, early_threshold
 from fallback.grounding import answer_grounding
 from fallback.probe import SOURCES, Probe, fit_probe, fit_settings, out_of_fold, probe_signals, probes_of, text_vector
@@ -34,29 +35,35 @@ GENERATION_BASES = ("mean_logprob", "min_logprob", "p10_logprob", "first_logprob
 VALUE_BASES = ("value_mean_logprob", "value_min_logprob", "value_first_logprob")
 MARGIN_BASES = ("value_min_margin", "value_first_margin", "value_mean_margin")
 STRONG_L2 = 1.0
+CLASS_SOURCE = "prompt"  # the class probe reads the prompt's last state (recorded for every task, served too)
 MIN_CHECKPOINT_ITEMS = 20  # fewer calibration answers still running at a checkpoint: no decision there
 MIN_PROMPT_ITEMS = 10  # fewer calibration answers: no decision from the text or the prompt alone
 # the text checkpoint escalates, before the model runs, the queries the final rule would escalate anyway: it
-# predicts the final decision from the query text and escalates where, on the calibration items, at least this
-# share of what it escalates is escalated by the final rule too (the rest is the price of deciding early: cloud
-# calls the final rule would not have made; on the languages dev set about +7 points of items sent to the cloud
-# for a decision before the prefill on more than half of the escalated ones)
-TEXT_PRECISION = 0.75
+# predicts the final decision from the query text and escalates where, on the calibration items, at least a
+# share (a precision) of what it escalates is escalated by the final rule too (the rest is the price of deciding
+# early: cloud calls the final rule would not have made). The first of these shares (most precise first) at which
+# the text checkpoint takes at least EARLY_SHARE of all the escalations on the calibration items is used, so that
+# most escalated requests are decided before the model runs; where none gets there, the most precise (the goal is
+# out of reach, and a looser one would only add cloud calls).
+TEXT_PRECISIONS = (0.75, 0.7, 0.65, 0.6)
+EARLY_SHARE = 0.6
 
 
 def _label_names(signals: dict[str, float]) -> list[str]:
     return sorted((name for name in signals if name.startswith("label_")), key=lambda name: int(name[6:]))
 
 
-def item_signals(item: TaskItem, answer: LocalAnswer, tokens: int | None = None,
-                 probes: Sequence[Probe] = ()) -> dict[str, float]:
+def item_signals(item: TaskItem, answer: LocalAnswer, tokens: int | None = None, probes: Sequence[Probe] = (),
+                 class_probes: Sequence[ClassProbe] = ()) -> dict[str, float]:
     """What confidence is computed from: the local answer's signals after ``tokens`` tokens (recomputed from
-    its tokens when it has them; all by default), ``probes``' logits, and the query's text signals."""
+    its tokens when it has them; all by default), ``probes``' logits, the query's text signals, and (the whole
+    answer only: its class needs its words) the class probe's log-odds of the answer given."""
     hidden = [probe for probe in probes if probe.source != "text"]
     text = probe_signals([probe for probe in probes if probe.source == "text"], lambda _: item_text_vector(item))
     grounding = (answer_grounding(answer.answer, answer.fields, tokens, query_or_prompt(item.prompt))
                  if answer.keys else {})
-    return {**answer.signals_after(tokens, hidden), **text, **query_signals(item.prompt), **grounding}
+    said = class_signals(class_probes, lambda source: answer.hidden(source), answer.answer) if tokens is None else {}
+    return {**answer.signals_after(tokens, hidden), **text, **query_signals(item.prompt), **grounding, **said}
 
 
 def item_text_vector(item: TaskItem):
@@ -66,7 +73,7 @@ def item_text_vector(item: TaskItem):
 def calibrator_signals(item: TaskItem, answer: LocalAnswer, calibrator: Calibrator,
                        tokens: int | None = None) -> dict[str, float]:
     """``item_signals`` with the probes ``calibrator`` carries."""
-    return item_signals(item, answer, tokens, probes_of(calibrator))
+    return item_signals(item, answer, tokens, probes_of(calibrator), class_probes_of(calibrator))
 
 
 def probe_features(items: Sequence[TaskItem], answers: Sequence[LocalAnswer], correct: Sequence[bool],
@@ -90,6 +97,33 @@ def probe_features(items: Sequence[TaskItem], answers: Sequence[LocalAnswer], co
             row[f"probe_{source}"] = float(value)
         probes.append(fit_probe(x, correct, source, *fit_settings(source)))
     return extra, probes
+
+
+def class_probe_features(items: Sequence[TaskItem], answers: Sequence[LocalAnswer], correct: Sequence[bool],
+                         tokens: int | None = None, seed: int = 0) -> tuple[list[dict[str, float]], list[ClassProbe]]:
+    """Per answer, the out-of-fold class probes' log-odds, and the class probes fitted on all answers: one for a
+    free answer, one per JSON field for a structured one. None where it does not apply: a cut answer (its class
+    needs its words), answers without the prompt's hidden state, gold answers too varied to give two classes."""
+    extra: list[dict[str, float]] = [{} for _ in answers]
+    vectors = [answer.hidden(CLASS_SOURCE) for answer in answers]
+    if tokens is not None or len(set(map(bool, correct))) < 2 or any(vector is None for vector in vectors):
+        return extra, []
+    x, gold, said = np.stack(vectors), [item.answer for item in items], [answer.answer for answer in answers]
+    probes = []
+    for field in _answer_fields(items):
+        values = class_out_of_fold(x, gold, said, correct, CLASS_SOURCE, seed=seed, field=field)
+        if values is None:
+            continue
+        probe = fit_class_probe(x, gold, CLASS_SOURCE, field=field)
+        for row, value in zip(extra, values):
+            row[probe.signal] = float(value)
+        probes.append(probe)
+    return extra, probes
+
+
+def _answer_fields(items: Sequence[TaskItem]) -> list[str]:
+    """The class probes' fields: "" (the whole answer) for free answers, the schema's keys for JSON ones."""
+    return list(dict.fromkeys(key for item in items for key in item.keys)) if items[0].is_structured else [""]
 
 
 def label_candidates(signals: dict[str, float]) -> list[Candidate]:
@@ -172,9 +206,14 @@ def fit_calibrator(task: str, items: Sequence[TaskItem], answers: Sequence[Local
     rows = [item_signals(item, answer, tokens) for item, answer in zip(items, answers)]
     extra, probes = probe_features(items, answers, correct, tokens, seed, sources) if "probe" in use else ([], [])
     rows = [row | probe_row for row, probe_row in zip(rows, extra)] if extra else rows
+    said, class_probes = class_probe_features(items, answers, correct, tokens, seed) if "probe" in use else ([], [])
+    rows = [row | said_row for row, said_row in zip(rows, said)] if said else rows
     calibrator = select_calibrator(candidates_for(rows[0], use), rows, correct, folds=folds, seed=seed)
     used = {name for feature in calibrator.features for name in feature.split("*")}
     calibrator.extra["probes"] = [probe.to_dict() for probe in probes if probe.signal in used]
+    kept = [probe.to_dict() for probe in class_probes if probe.signal in used]
+    if kept:
+        calibrator.extra["class_probes"] = kept
     calibrator.task, calibrator.model = task, model
     return calibrator, rows
 
@@ -199,8 +238,7 @@ def calibrate_running(task: str, items: Sequence[TaskItem], answers: Sequence[Lo
     final_escalated = [ok for keeps, ok in zip(final_keeps, correct) if not keeps]
     cap = sum(final_escalated) / len(final_escalated) if final_escalated else 0.0
     running = RunningCalibration(every)
-    text = _checkpoint(task, items, answers, final_keeps, final, TEXT_CHECKPOINT, 1.0 - TEXT_PRECISION, folds, seed,
-                       ceiling=1.0)
+    text = _text_checkpoint(task, items, answers, final_keeps, final, folds, seed)
     prompt = _checkpoint(task, items, answers, correct, final, PROMPT_CHECKPOINT, cap, folds, seed)
     for checkpoint, calibrator in ((TEXT_CHECKPOINT, text), (PROMPT_CHECKPOINT, prompt)):
         if calibrator is not None:
@@ -214,13 +252,56 @@ def calibrate_running(task: str, items: Sequence[TaskItem], answers: Sequence[Lo
     return running
 
 
+def _text_checkpoint(task: str, items: Sequence[TaskItem], answers: Sequence[LocalAnswer], final_keeps: Sequence[bool],
+                     final: Calibrator, folds: int, seed: int) -> Calibrator | None:
+    """The text checkpoint: a calibrator of the final rule's decision (``final_keeps``) from the query text,
+    thresholded at the first of ``TEXT_PRECISIONS`` that decides ``EARLY_SHARE`` of the escalations early (judged
+    on the out-of-fold rows it was chosen on)."""
+    fitted = _fit_checkpoint(task, items, answers, final_keeps, final, TEXT_CHECKPOINT, folds, seed)
+    if fitted is None:
+        return None
+    calibrator, rows = fitted
+    scores = [calibrator.predict(row) for row in rows]
+    calibrator.threshold = text_threshold(scores, final_keeps)
+    calibrator.extra["early_share"] = early_share(scores, final_keeps, calibrator.threshold)
+    return calibrator
+
+
+def text_threshold(text_scores: Sequence[float], final_keeps: Sequence[bool]) -> float:
+    """The highest threshold below which at most 1 - precision of the items are kept by the final rule, for the
+    first of ``TEXT_PRECISIONS`` whose threshold decides ``EARLY_SHARE`` of the escalations early; else the most
+    precise one's."""
+    thresholds = [early_threshold(text_scores, final_keeps, 1.0 - precision, 1.0) for precision in TEXT_PRECISIONS]
+    reaching = [t for t in thresholds if early_share(text_scores, final_keeps, t) >= EARLY_SHARE]
+    return reaching[0] if reaching else thresholds[0]
+
+
+def early_share(text_scores: Sequence[float], final_keeps: Sequence[bool], threshold: float) -> float:
+    """The share of the escalations (the text checkpoint's, below ``threshold``, and the final rule's on the
+    rest) that the text checkpoint decides."""
+    early = sum(score < threshold for score in text_scores)
+    late = sum(score >= threshold and not keeps for score, keeps in zip(text_scores, final_keeps))
+    return early / (early + late) if early + late else 0.0
+
+
 def _checkpoint(task: str, items: Sequence[TaskItem], answers: Sequence[LocalAnswer], labels: Sequence[bool],
-                final: Calibrator, tokens: int, cap: float, folds: int, seed: int,
-                ceiling: float | None = None) -> Calibrator | None:
-    """One checkpoint's calibrator of ``labels`` and its early threshold: the highest (at most ``ceiling``, by
-    default the final threshold) below which at most ``cap`` of the calibration items are labelled True. None
-    for a prompt-only checkpoint without a probe, or labels of one kind. The text checkpoint reads the query
-    text only; the prompt one the probes too; later ones everything."""
+                final: Calibrator, tokens: int, cap: float, folds: int, seed: int) -> Calibrator | None:
+    """One checkpoint's calibrator of ``labels`` and its early threshold: the highest (at most the final
+    threshold) below which at most ``cap`` of the calibration items are labelled True."""
+    fitted = _fit_checkpoint(task, items, answers, labels, final, tokens, folds, seed)
+    if fitted is None:
+        return None
+    calibrator, rows = fitted
+    calibrator.threshold = early_threshold([calibrator.predict(row) for row in rows], labels, cap, final.threshold)
+    return calibrator
+
+
+def _fit_checkpoint(task: str, items: Sequence[TaskItem], answers: Sequence[LocalAnswer], labels: Sequence[bool],
+                    final: Calibrator, tokens: int, folds: int,
+                    seed: int) -> tuple[Calibrator, list[dict[str, float]]] | None:
+    """One checkpoint's calibrator of ``labels`` and the rows it was chosen on; None for a prompt-only
+    checkpoint without a probe, or labels of one kind. The text checkpoint reads the query text only; the prompt
+    one the probes too; later ones everything."""
     use = ("probe",) if tokens <= PROMPT_CHECKPOINT else ("probs", "probe")
     sources = ("text",) if tokens == TEXT_CHECKPOINT else SOURCES
     if len(answers) < MIN_PROMPT_ITEMS or len(set(map(bool, labels))) < 2 or (
@@ -228,7 +309,5 @@ def _checkpoint(task: str, items: Sequence[TaskItem], answers: Sequence[LocalAns
         return None
     calibrator, rows = fit_calibrator(task, items, answers, labels, final.model, max(tokens, 0), use, folds, seed,
                                       sources)
-    calibrator.threshold = early_threshold([calibrator.predict(row) for row in rows], labels, cap,
-                                           final.threshold if ceiling is None else ceiling)
     calibrator.extra["tokens"] = tokens
-    return calibrator
+    return calibrator, rows

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import random
 
-from edge_runtime.evaluation.task_calibration import (TEXT_PRECISION, calibrate_running, calibrate_task,
-                                                      calibrator_signals)
-from fallback.early import TEXT_CHECKPOINT
+from edge_runtime.evaluation.task_calibration import (EARLY_SHARE, TEXT_PRECISIONS, calibrate_running,
+                                                      calibrate_task, calibrator_signals, early_share,
+                                                      text_threshold)
+from fallback.early import TEXT_CHECKPOINT, early_threshold
 from fallback.tasks import LocalAnswer, TaskItem
 
 NAMES = ["Ana Ruiz", "Jan de Vries", "Paul Martin", "Yuki Sato", "Lars Berg", "Ines Costa", "Omar Haddad",
@@ -48,4 +49,19 @@ def test_the_text_checkpoint_escalates_what_the_final_rule_would_escalate():
     persons_early = sum(e and not film for e, film in zip(early, films))
     assert persons_early <= 0.1 * (len(items) - sum(films)), "few person questions are escalated early"
     agreeing = sum(e and f for e, f in zip(early, final_escalates))
-    assert agreeing >= TEXT_PRECISION * sum(early), "what it escalates, the final rule escalates too"
+    assert agreeing >= min(TEXT_PRECISIONS) * sum(early), "what it escalates, the final rule escalates too"
+
+
+def test_a_looser_text_cut_is_taken_only_where_it_decides_most_escalations_before_the_model_runs():
+    # text scores of 100 items, lowest first; the final rule keeps the first 10 items at 3 in 10, the next 40 at
+    # 3 in 10 (so a cut at precision 0.75 takes about nothing), the last 50 all
+    keeps = [i % 10 < 3 for i in range(50)] + [True] * 50
+    scores = [i / 100 for i in range(100)]
+    threshold = text_threshold(scores, keeps)
+    early = [s < threshold for s in scores]
+    assert early_share(scores, keeps, threshold) >= EARLY_SHARE
+    assert sum(e and not k for e, k in zip(early, keeps)) >= min(TEXT_PRECISIONS) * sum(early)
+    assert threshold > early_threshold(scores, keeps, 1.0 - TEXT_PRECISIONS[0], 1.0)
+    # where no cut gets there, the most precise one: a looser one would add cloud calls and not meet the target
+    mixed = [i % 2 == 0 for i in range(100)]  # half kept everywhere: no cut is even 0.6 precise
+    assert text_threshold(scores, mixed) == early_threshold(scores, mixed, 1.0 - TEXT_PRECISIONS[0], 1.0)
