@@ -162,7 +162,8 @@ def task_calibrator(task: str, items: list[TaskItem], answers: dict[str, LocalAn
     running = calibrate_running(task, items, local, correct, calibrator, rows, seed=options.seed)
     if running is not None:
         calibrator.extra["running"] = running.to_dict()
-    if calibrator.extra.get("probes") or any(f.startswith("qword_") for f in calibrator.features):
+    if (calibrator.extra.get("probes") or calibrator.extra.get("class_probes")
+            or any(f.startswith("qword_") for f in calibrator.features)):
         calibrator.extra["fallback"] = probabilities_only(task, local, correct, model, options).to_dict()
     return calibrator
 
