@@ -103,12 +103,17 @@ def class_probes_of(calibrator) -> list[ClassProbe]:
 
 
 def class_signals(probes: Sequence[ClassProbe], hidden, answer: str) -> dict[str, float]:
-    """Each probe's signal on the state ``hidden(source)`` gives (none where it is missing or of another size)."""
+    """Each probe's signal on the state ``hidden(source)`` gives (none where it is missing or of another size,
+    nor for a field of an answer that is not a whole JSON object: a stream's hold may judge a cut one, whose
+    confidence then comes from the calibration file's probabilities-only fallback)."""
     signals = {}
     for probe in probes:
         vector = hidden(probe.source)
-        if vector is not None and len(vector) == len(probe.weights[0]):
-            signals[probe.signal] = probe.said_logit(vector, answer)
+        if vector is None or len(vector) != len(probe.weights[0]):
+            continue
+        if probe.field and answer_class(answer, probe.field) == UNREAD:
+            continue
+        signals[probe.signal] = probe.said_logit(vector, answer)
     return signals
 
 

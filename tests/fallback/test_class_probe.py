@@ -66,3 +66,14 @@ def test_class_probes_travel_in_the_calibration_file_and_are_read_only_with_thei
     assert class_signals([loaded], lambda source: x[5], "English")[SIGNAL] == loaded.said_logit(x[5], "english")
     assert class_signals([loaded], lambda source: None, "English") == {}
     assert class_signals([loaded], lambda source: np.zeros(9), "English") == {}  # another model's states
+
+
+def test_a_field_probe_reads_a_whole_json_object_only():
+    x, gold = pointed_states(dims=8)
+    documents = ['{"day": "%s"}' % name for name in gold]
+    probe = fit_class_probe(x, documents, "prompt", components=8, field="day")
+    assert probe.signal == "probe_class_day" and set(probe.classes[:-1]) == set(NAMES)
+    whole = class_signals([probe], lambda source: x[7], '{"day": "%s", "to": null}' % gold[7].upper())
+    assert whole["probe_class_day"] == probe.said_logit(x[7], '{"day": "%s"}' % gold[7]) > 0
+    assert class_signals([probe], lambda source: x[7], '{"day": "%s' % gold[7]) == {}  # cut: no signal
+    assert probe.said_logit(x[7], '{"to": "oslo"}') == probe.said_logit(x[7], '{"day": "Rare1"}')  # no day: other
