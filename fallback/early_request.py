@@ -13,9 +13,10 @@ checkpoint with its own early threshold. The cascade reads two kinds here:
 Hidden states are recorded on request (``CascadeRequest.record_hidden``, set by the cascade when its
 calibration reads them) and read as the evaluation reads them (``fallback.tasks.LocalAnswer.hidden``): the
 prompt's, the mean of the states the first tokens were chosen from, and the latest of them. A label task's
-"answer" state is eval's alone: a calibrator reading it falls back here. A leg that hands back none (ONNX, a
-backend without them) leaves the probe signals out, and a checkpoint that needs them is skipped; the final
-decision then falls back to the calibration's probabilities-only calibrator. The query text is the prompt, or
+"answer" state is eval's alone: a calibrator reading it falls back here. The final decision also reads the
+class probe (``fallback.class_probe``) on the prompt's state and the whole answer's words. A leg that hands back
+none (ONNX, a backend without them) leaves the probe signals out, and a checkpoint that needs them is skipped;
+the final decision then falls back to the calibration's probabilities-only calibrator. The query text is the prompt, or
 the last user message's text (``CascadeRequest.query``), read the way the evaluation reads an item's prompt
 (``fallback.tasks.query_text``).
 """

@@ -6,8 +6,10 @@ by the label it predicts, so label candidates include the one-hot predicted labe
 top probability, and the query's question word (``fallback.tasks.query_signals``). Generated answers get the
 signals of all their tokens and of their value tokens only (per JSON field for structured answers), with
 margins over the runner-up token. Where the answers carry hidden states, linear probes (``fallback.probe``) on
-the prompt's last one and on the first generated tokens' add one signal each; the calibration items get
-out-of-fold probe scores, and candidates use the probe alone or beside the probabilities. The candidate with
+the prompt's last one and on the first generated tokens' add one signal each, and where the gold answers form
+classes (label tasks, languages, a JSON field's values) the class probe (``fallback.class_probe``) adds its
+log-odds of the answer said (whole answers only); the calibration items get out-of-fold probe scores, and
+candidates use the probes alone or beside the probabilities. The candidate with
 the best cross-validated AUROC on the calibration items wins (so a probe stays only where it helps); the test
 items are never seen here. ``use`` restricts the candidates ("probs", "probe") for the ablation.
 
