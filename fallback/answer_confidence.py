@@ -14,14 +14,16 @@ from fallback.local_leg import LocalToken
 
 
 def answer_confidence(tokens: Sequence[LocalToken], response_format: dict | None = None,
-                      calibrator=None, context: dict[str, float] | None = None) -> float | None:
-    """The confidence of ``tokens`` (a whole answer or its first tokens); None without tokens. ``context``:
-    what a calibrator reads beside the tokens' probabilities (the query text's and hidden-state probes')."""
+                      calibrator=None, context: dict[str, float] | None = None, whole: bool = True) -> float | None:
+    """The confidence of ``tokens`` (a ``whole`` answer or its first tokens); None without tokens, or for first
+    tokens a calibrator cannot judge (its class probe needs the whole answer, and it has no fallback).
+    ``context``: what a calibrator reads beside the tokens' probabilities (the query text's and the probes')."""
     logprobs = [token.logprob for token in tokens]
     if not logprobs:
         return None
     if calibrator is not None:
-        return calibrator.predict(token_signals(tokens, response_format) | (context or {}))
+        signals = token_signals(tokens, response_format) | (context or {})
+        return calibrator.predict(signals) if whole or calibrator.reads(signals) else None
     fields, _ = _json_fields(response_format, tokens)
     if fields is not None:
         logprobs = [logprob for logprob, field in zip(logprobs, fields) if field is not None] or logprobs

@@ -43,6 +43,11 @@ class Calibrator:
     model: str = ""
     extra: dict = field(default_factory=dict)
 
+    def reads(self, signals: dict[str, float]) -> bool:
+        """Whether ``predict`` can judge ``signals``: every signal its features need, or a fallback to ask."""
+        return bool(self.extra.get("fallback")) or all(
+            name in signals for feature in self.features for name in feature.split("*"))
+
     def predict(self, signals: dict[str, float]) -> float:
         """P(correct) from ``signals``; a caller without some signal the features need (a runtime that records
         no hidden state, a server that does not know the task's question words) gets ``extra["fallback"]``'s

@@ -65,17 +65,18 @@ class Cascade:
     def confidence_of(self, result, request: CascadeRequest | None = None) -> float | None:
         return self.confidence_of_tokens(result.tokens, request)
 
-    def confidence_of_tokens(self, tokens, request: CascadeRequest | None = None) -> float | None:
-        """The (calibrated, when a calibrator is loaded) confidence of an answer's tokens, or of its first ones;
-        a calibrator also reads the request's query text and the tokens' hidden states, as ``eval`` does."""
+    def confidence_of_tokens(self, tokens, request: CascadeRequest | None = None, whole: bool = True) -> float | None:
+        """The (calibrated, when a calibrator is loaded) confidence of an answer's tokens (``whole``), or of its
+        first ones; a calibrator also reads the request's query text and the tokens' hidden states, as ``eval``
+        does, and the class probe on a whole answer's words."""
         if request is None:
-            return answer_confidence(tokens, None, self.calibrator)
+            return answer_confidence(tokens, None, self.calibrator, whole=whole)
         context = None
         if self.calibrator is not None and tokens:
             from fallback.early_request import context_signals  # numpy: only with a calibration loaded
 
-            context = context_signals(self.calibrator, request.query, tokens)
-        return answer_confidence(tokens, request.response_format, self.calibrator, context)
+            context = context_signals(self.calibrator, request.query, tokens, whole, request.stop or ())
+        return answer_confidence(tokens, request.response_format, self.calibrator, context, whole)
 
     def _asking(self, request: CascadeRequest) -> CascadeRequest:
         """``request`` as the local leg is asked it: with hidden states recorded, and alternatives enough for its

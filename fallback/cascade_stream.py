@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from fallback.cascade_types import CascadeRequest, CascadeResult, CascadeStream, LocalRun, StreamPiece
@@ -82,9 +83,9 @@ class StreamedRequest:
         the stream; the policy's view still ends in ``policy_wanted_cloud``."""
         cascade, request = self.cascade, self.request
         route = request.route if escalable else Route.LOCAL
-        return StreamHold(cascade.policy, route, lambda tokens: cascade.confidence_of_tokens(tokens, request),
-                          cascade.commit_after_tokens, cascade.hold_min_tokens, cascade.hold_margin,
-                          lambda tokens, ended: cascade.running_verdict(request, tokens, ended))
+        held = partial(cascade.confidence_of_tokens, request=request, whole=False)  # the held tokens: a cut answer
+        return StreamHold(cascade.policy, route, held, cascade.commit_after_tokens, cascade.hold_min_tokens,
+                          cascade.hold_margin, lambda tokens, ended: cascade.running_verdict(request, tokens, ended))
 
     def _local_failure(self, run: LocalRun, why: str) -> Exception:
         """The error for a local leg that failed with no cloud to take over, recorded as a failed request."""

@@ -3,18 +3,19 @@
 The correctness probes (``fallback.probe``) ask a linear map of a hidden state "is this answer right?", which
 depends on the answer said, not only on the state. Where a task's answers come from a closed set (a label task's
 choices; the languages a question can have), a better question is "which answer does the state point to?": a
-multinomial probe on the prompt's last hidden state, fitted on the calibration items' gold answers, reads the
-task from inside the model more accurately than the small model's own words (on the agnews dev set 0.91 against
-the model's 0.73, out of fold). Its probability of the answer the model actually gave is then a confidence
-signal (``probe_class``, as log-odds): where the two disagree, the answer is usually wrong. A structured answer
-gets one probe per JSON field (``probe_class_<field>``): a flight query's weekday or city is a class too.
+probe on the prompt's last hidden state, fitted on the calibration items' gold answers, reads the task from
+inside the model more accurately than the small model's own words (on the agnews dev set 0.91 against the
+model's 0.73, out of fold). Its probability of the answer the model actually gave is then a confidence signal
+(``probe_class``, as log-odds): where the two disagree, the answer is usually wrong. A structured answer gets one
+probe per JSON field (``probe_class_<field>``): a flight query's weekday or city is a class too.
 
-The classes are the gold answers (trimmed and case-folded, as ``fallback.tasks.is_correct`` compares them) that
-at least ``MIN_CLASS_ITEMS`` calibration items share; the rest form one "other" class. A task with fewer than two
-such answers (every capital differs) gets no class probe. The fit is the correctness probe's (standardise,
-whitened principal components, L2-penalised logistic regression, one per class against the rest, normalised by a
-softmax) and collapses to one weight row per class on the raw hidden state: numpy only at run time, kept in the
-calibration file under ``extra["class_probes"]``.
+The classes are the gold answers (compared as ``fallback.tasks.is_correct`` compares them: strings trimmed and
+case-folded, JSON values by type) that at least ``MIN_CLASS_ITEMS`` calibration items share; the rarer ones, if
+any, form one ``OTHER`` class. A task with fewer than two such answers (every capital differs) gets no class
+probe. The fit is the correctness probe's (standardise, whitened principal components, L2-penalised logistic
+regression), one regression per class against the rest, normalised by a softmax; it collapses to one weight row
+per class on the raw hidden state: numpy only at run time, kept in the calibration file under
+``extra["class_probes"]``. It judges a whole answer only: a cut one's class is not known yet.
 """
 
 from __future__ import annotations
@@ -28,36 +29,45 @@ from dataclasses import dataclass
 import numpy as np
 
 from fallback.calibration import fold_indices
-from fallback.probe import DEFAULT_COMPONENTS, DEFAULT_L2, logistic, collapse, whitening
+from fallback.probe import DEFAULT_COMPONENTS, DEFAULT_L2, collapse, logistic, whitening
 
 SIGNAL = "probe_class"
 MIN_CLASS_ITEMS = 5  # calibration items an answer needs to be a class of its own
-OTHER = ""  # the class of every rarer answer (no gold answer normalises to "")
+OTHER = "<other>"  # the class of every rarer gold answer
 LOGIT_LIMIT = 12.0  # the signal's log-odds are clipped to +-this (a probability of 6e-6 says all there is)
 
 
-UNREAD = "\x00unread"  # the value of a field an answer that is not a JSON object cannot give (scored as OTHER)
-
-
 def answer_class(answer: str, field: str = "") -> str:
-    """An answer as the class probe compares it: trimmed and case-folded; with ``field``, the answer is JSON and
-    its value for that key is compared (``null`` as "null", a string as above, anything else as JSON)."""
+    """An answer as the class probe compares it: trimmed and case-folded; with ``field``, the answer is a JSON
+    object and its value for that key is compared, a string as above, anything else by type and value
+    ("<null>", "<missing>", "<number 5.0>", ...; "<unread>" when the answer is not a JSON object)."""
     if not field:
         return answer.strip().casefold()
     try:
-        value = json.loads(answer)
+        document = json.loads(answer)
     except ValueError:
-        return UNREAD
-    if not isinstance(value, dict):
-        return UNREAD
-    value = value.get(field)
-    return "null" if value is None else value.strip().casefold() if isinstance(value, str) else json.dumps(value)
+        return "<unread>"
+    if not isinstance(document, dict):
+        return "<unread>"
+    if field not in document:
+        return "<missing>"
+    return _value_class(document[field])
+
+
+def _value_class(value: object) -> str:
+    if isinstance(value, str):
+        return value.strip().casefold()
+    if value is None or isinstance(value, bool):
+        return f"<{json.dumps(value)}>"
+    if isinstance(value, (int, float)):
+        return f"<number {float(value)!r}>"
+    return f"<json {json.dumps(value, sort_keys=True)}>"
 
 
 @dataclass
 class ClassProbe:
-    """P(answer class | hidden state) = softmax(weights @ state + bias); the last class is ``OTHER``. ``field``
-    names the JSON key whose value is the class ("" for the whole answer)."""
+    """P(answer class | hidden state) = softmax(weights @ state + bias) over ``classes`` (``OTHER`` last where
+    some gold answer was rare). ``field`` names the JSON key whose value is the class ("" for the whole answer)."""
 
     source: str
     classes: list[str]
@@ -77,9 +87,13 @@ class ClassProbe:
         return exp / exp.sum()
 
     def said_logit(self, vector: np.ndarray, answer: str) -> float:
-        """Log-odds that the state points to ``answer``'s class (``OTHER`` for an answer outside the classes)."""
+        """Log-odds that the state points to ``answer``'s class: its own, else ``OTHER``; an answer outside
+        every class of a probe without ``OTHER`` gets the lowest."""
         said = answer_class(answer, self.field)
-        index = self.classes.index(said) if said in self.classes else self.classes.index(OTHER)
+        index = self.classes.index(said) if said in self.classes else (
+            self.classes.index(OTHER) if OTHER in self.classes else None)
+        if index is None:
+            return -LOGIT_LIMIT
         p = float(self.probabilities(vector)[index])
         logit = math.log(max(p, 1e-300)) - math.log(max(1.0 - p, 1e-300))
         return max(-LOGIT_LIMIT, min(LOGIT_LIMIT, logit))
@@ -103,26 +117,24 @@ def class_probes_of(calibrator) -> list[ClassProbe]:
 
 
 def class_signals(probes: Sequence[ClassProbe], hidden, answer: str) -> dict[str, float]:
-    """Each probe's signal on the state ``hidden(source)`` gives (none where it is missing or of another size,
-    nor for a field of an answer that is not a whole JSON object: a stream's hold may judge a cut one, whose
-    confidence then comes from the calibration file's probabilities-only fallback)."""
+    """Each probe's signal on the state ``hidden(source)`` gives (none where it is missing or of another size)
+    for the whole ``answer``."""
     signals = {}
     for probe in probes:
         vector = hidden(probe.source)
-        if vector is None or len(vector) != len(probe.weights[0]):
-            continue
-        if probe.field and answer_class(answer, probe.field) == UNREAD:
-            continue
-        signals[probe.signal] = probe.said_logit(vector, answer)
+        if vector is not None and len(vector) == len(probe.weights[0]):
+            signals[probe.signal] = probe.said_logit(vector, answer)
     return signals
 
 
 def answer_classes(gold: Sequence[str], min_items: int = MIN_CLASS_ITEMS, field: str = "") -> list[str]:
     """The classes a probe is fitted on: gold answers (their ``field``'s values) shared by ``min_items`` items
-    (most common first), then ``OTHER``; [] when fewer than two answers are that common."""
+    (most common first), then ``OTHER`` if any is rarer; [] when fewer than two answers are that common."""
     counts = Counter(answer_class(answer, field) for answer in gold)
-    common = [answer for answer, count in counts.most_common() if count >= min_items and answer != OTHER]
-    return [*common, OTHER] if len(common) >= 2 else []
+    common = [answer for answer, count in counts.most_common() if count >= min_items]
+    if len(common) < 2:
+        return []
+    return [*common, OTHER] if len(common) < len(counts) else common
 
 
 def fit_class_probe(vectors: np.ndarray, gold: Sequence[str], source: str, components: int = DEFAULT_COMPONENTS,
@@ -148,8 +160,9 @@ def fit_class_probe(vectors: np.ndarray, gold: Sequence[str], source: str, compo
 
 def class_out_of_fold(vectors: np.ndarray, gold: Sequence[str], said: Sequence[str], correct: Sequence[bool],
                       source: str, folds: int = 5, seed: int = 0, field: str = "") -> np.ndarray | None:
-    """Each item's signal from a class probe fitted on the other folds (what calibration may train on); None
-    when the gold answers give no class probe."""
+    """Each item's signal from a class probe fitted on the other folds (what calibration may train on; 0, no
+    evidence, where those folds alone give fewer than two classes); None when the gold answers give no class
+    probe."""
     if not answer_classes(gold, field=field):
         return None
     labels = np.asarray(correct, dtype=bool)

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from fallback.calibration import Calibrator
+from fallback.class_probe import SIGNAL as CLASS_SIGNAL
 from fallback.early import PROMPT_CHECKPOINT, TEXT_CHECKPOINT, RunningCalibration, RunningDecision
 from fallback.local_leg import LocalToken
 
 
-# the signals only a recorded hidden state gives
-HIDDEN_SIGNALS = {"probe_prompt", "probe_tokens", "probe_last", "probe_middle", "probe_class"}
+# the signals only a recorded hidden state gives (and the class probes', ``probe_class`` or ``probe_class_<field>``)
+HIDDEN_SIGNALS = {"probe_prompt", "probe_tokens", "probe_last", "probe_middle"}
 # the hidden states a generated answer's tokens carry; a label task's "answer" state is eval's alone (a server
 # generates, it does not score labels): a calibrator that reads it gets its probabilities-only fallback
 SERVED_SOURCES = ("prompt", "tokens", "last", "middle")
@@ -103,17 +104,20 @@ def text_signals(calibrator: Calibrator, query: str) -> dict[str, float]:
     return probe_signals(probes, lambda _: vector) | query_signals(query)
 
 
-def context_signals(calibrator: Calibrator, query: str, tokens: Sequence[LocalToken]) -> dict[str, float]:
-    """What ``calibrator`` reads beside a whole answer's token probabilities: the query text's signals, the
-    hidden-state probes' logits (those only where the tokens carry hidden states) and the answer's grounding
-    in the query, and the class probe's log-odds of the answer's words (``fallback.class_probe``)."""
-    return (text_signals(calibrator, query) | hidden_signals(calibrator, tokens) | answer_grounding(query, tokens)
-            | said_signals(calibrator, tokens))
+def context_signals(calibrator: Calibrator, query: str, tokens: Sequence[LocalToken], whole: bool = True,
+                    stop: Sequence[str] = ()) -> dict[str, float]:
+    """What ``calibrator`` reads beside an answer's token probabilities: the query text's signals, the
+    hidden-state probes' logits (those only where the tokens carry hidden states), the answer's grounding in the
+    query, and for a ``whole`` answer (its text cut at ``stop``) the class probe's log-odds of its words
+    (``fallback.class_probe``; a stream's hold judges cut answers, whose class is not known yet)."""
+    signals = text_signals(calibrator, query) | hidden_signals(calibrator, tokens) | answer_grounding(query, tokens)
+    return signals | said_signals(calibrator, tokens, stop) if whole else signals
 
 
-def said_signals(calibrator: Calibrator, tokens: Sequence[LocalToken]) -> dict[str, float]:
-    """The class probe's log-odds that the prompt's last state points to the answer ``tokens`` say; {} without a
-    class probe or a recorded state (the final decision then falls back to the probabilities-only calibrator)."""
+def said_signals(calibrator: Calibrator, tokens: Sequence[LocalToken], stop: Sequence[str] = ()) -> dict[str, float]:
+    """The class probes' log-odds that the prompt's last state points to the answer ``tokens`` say (their text
+    up to the first of ``stop``: the last token may carry the stop sequence); {} without a class probe or a
+    recorded state (the final decision then falls back to the probabilities-only calibrator)."""
     from fallback.class_probe import class_probes_of, class_signals
     from fallback.probe import final_state
 
@@ -122,7 +126,14 @@ def said_signals(calibrator: Calibrator, tokens: Sequence[LocalToken]) -> dict[s
     if first is None:
         return {}
     return class_signals(probes, lambda source: final_state(first) if source == "prompt" else None,
-                         "".join(token.text for token in tokens))
+                         answer_text(tokens, stop))
+
+
+def answer_text(tokens: Sequence[LocalToken], stop: Sequence[str] = ()) -> str:
+    """The text ``tokens`` say, cut before the first stop sequence in it (as the answer returned is)."""
+    text = "".join(token.text for token in tokens)
+    cuts = [text.find(sequence) for sequence in stop if sequence and sequence in text]
+    return text[:min(cuts)] if cuts else text
 
 
 def answer_grounding(query: str, tokens: Sequence[LocalToken]) -> dict[str, float]:
@@ -180,12 +191,15 @@ def needs_middle_layer(calibrator: Calibrator) -> bool:
 
 def needs_hidden(calibrator: Calibrator, running: bool = True) -> bool:
     """Whether ``calibrator`` (its final decision or, with ``running``, any running checkpoint) reads a
-    hidden-state probe."""
+    hidden-state probe or a class probe."""
     from fallback.probe import probes_of
 
     calibrators = decisions_of(calibrator, running)
-    return bool(signals_read(calibrators) & HIDDEN_SIGNALS) or any(
-        probe.source in SERVED_SOURCES for each in calibrators for probe in probes_of(each))
+    read = signals_read(calibrators)
+    if read & HIDDEN_SIGNALS or any(name.startswith(CLASS_SIGNAL) for name in read):
+        return True
+    return any(probe.source in SERVED_SOURCES for each in calibrators for probe in probes_of(each)) or any(
+        each.extra.get("class_probes") for each in calibrators)
 
 
 @lru_cache(maxsize=64)

@@ -9,9 +9,8 @@ margins over the runner-up token. Where the answers carry hidden states, linear 
 the prompt's last one and on the first generated tokens' add one signal each, and where the gold answers form
 classes (label tasks, languages, a JSON field's values) the class probe (``fallback.class_probe``) adds its
 log-odds of the answer said (whole answers only); the calibration items get out-of-fold probe scores, and
-candidates use the probes alone or beside the probabilities. The candidate with
-the best cross-validated AUROC on the calibration items wins (so a probe stays only where it helps); the test
-items are never seen here. ``use`` restricts the candidates ("probs", "probe") for the ablation.
+candidates use the probes alone or beside the probabilities. The candidate with the best cross-validated AUROC
+on the calibration items wins (so a probe stays only where it helps); the test items are never seen here. ``use`` restricts the candidates ("probs", "probe") for the ablation.
 
 ``calibrate_running`` fits the running decision's checkpoints (``fallback.early``) the same way, on the
 calibration answers cut after 1, 1 + every, ... tokens, each with its own early threshold, and a prompt-only
@@ -44,7 +43,8 @@ MIN_PROMPT_ITEMS = 10  # fewer calibration answers: no decision from the text or
 # predicts the final decision from the query text and escalates where, on the calibration items, at least a
 # share (a precision) of what it escalates is escalated by the final rule too (the rest is the price of deciding
 # early: cloud calls the final rule would not have made). The first of these shares (most precise first) at which
-# the text checkpoint takes at least EARLY_SHARE of all the escalations on the calibration items is used, so that
+# the text checkpoint takes at least EARLY_SHARE of all the escalations on the calibration items (its own, those
+# the final rule would not have made included, and the final rule's on the rest) is used, so that
 # most escalated requests are decided before the model runs; where none gets there, the most precise (the goal is
 # out of reach, and a looser one would only add cloud calls).
 TEXT_PRECISIONS = (0.75, 0.7, 0.65, 0.6)
@@ -64,7 +64,7 @@ def item_signals(item: TaskItem, answer: LocalAnswer, tokens: int | None = None,
     text = probe_signals([probe for probe in probes if probe.source == "text"], lambda _: item_text_vector(item))
     grounding = (answer_grounding(answer.answer, answer.fields, tokens, query_or_prompt(item.prompt))
                  if answer.keys else {})
-    said = class_signals(class_probes, lambda source: answer.hidden(source), answer.answer) if tokens is None else {}
+    said = class_signals(class_probes, answer.hidden, answer.answer) if tokens is None else {}
     return {**answer.signals_after(tokens, hidden), **text, **query_signals(item.prompt), **grounding, **said}
 
 
@@ -104,11 +104,14 @@ def probe_features(items: Sequence[TaskItem], answers: Sequence[LocalAnswer], co
 def class_probe_features(items: Sequence[TaskItem], answers: Sequence[LocalAnswer], correct: Sequence[bool],
                          tokens: int | None = None, seed: int = 0) -> tuple[list[dict[str, float]], list[ClassProbe]]:
     """Per answer, the out-of-fold class probes' log-odds, and the class probes fitted on all answers: one for a
-    free answer, one per JSON field for a structured one. None where it does not apply: a cut answer (its class
-    needs its words), answers without the prompt's hidden state, gold answers too varied to give two classes."""
+    free answer, one per JSON field for a structured one. Empty rows and no probe where it does not apply: a cut
+    answer (its class needs its words), answers without the prompt's hidden state, gold answers too varied to
+    give two classes."""
     extra: list[dict[str, float]] = [{} for _ in answers]
+    if tokens is not None or len(set(map(bool, correct))) < 2:
+        return extra, []
     vectors = [answer.hidden(CLASS_SOURCE) for answer in answers]
-    if tokens is not None or len(set(map(bool, correct))) < 2 or any(vector is None for vector in vectors):
+    if any(vector is None for vector in vectors):
         return extra, []
     x, gold, said = np.stack(vectors), [item.answer for item in items], [answer.answer for answer in answers]
     probes = []

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from fallback.calibration import Calibrator, auroc
-from fallback.class_probe import (OTHER, SIGNAL, ClassProbe, answer_classes, class_out_of_fold, class_probes_of,
-                                  class_signals, fit_class_probe)
+from fallback.class_probe import (LOGIT_LIMIT, OTHER, SIGNAL, ClassProbe, answer_class, answer_classes,
+                                  class_out_of_fold, class_probes_of, class_signals, fit_class_probe)
 
 NAMES = ("french", "english", "russian")
 
@@ -68,12 +68,23 @@ def test_class_probes_travel_in_the_calibration_file_and_are_read_only_with_thei
     assert class_signals([loaded], lambda source: np.zeros(9), "English") == {}  # another model's states
 
 
-def test_a_field_probe_reads_a_whole_json_object_only():
+def test_a_field_probe_reads_the_fields_value_as_the_correctness_check_compares_it():
     x, gold = pointed_states(dims=8)
     documents = ['{"day": "%s"}' % name for name in gold]
     probe = fit_class_probe(x, documents, "prompt", components=8, field="day")
     assert probe.signal == "probe_class_day" and set(probe.classes[:-1]) == set(NAMES)
     whole = class_signals([probe], lambda source: x[7], '{"day": "%s", "to": null}' % gold[7].upper())
     assert whole["probe_class_day"] == probe.said_logit(x[7], '{"day": "%s"}' % gold[7]) > 0
-    assert class_signals([probe], lambda source: x[7], '{"day": "%s' % gold[7]) == {}  # cut: no signal
-    assert probe.said_logit(x[7], '{"to": "oslo"}') == probe.said_logit(x[7], '{"day": "Rare1"}')  # no day: other
+    # numbers by value, null apart from the string "null", a missing key apart from both, a cut answer unread
+    assert answer_class('{"n": 5}', "n") == answer_class('{"n": 5.0}', "n") != answer_class('{"n": "5"}', "n")
+    assert len({answer_class(text, "n") for text in ('{"n": null}', '{"n": "null"}', '{}', '{"n": "nu')}) == 4
+    assert answer_class('{"n": true}', "n") != answer_class('{"n": 1}', "n")
+    assert probe.said_logit(x[7], '{"day": "%s' % gold[7]) == probe.said_logit(x[7], '{"day": "Rare1"}')  # other
+
+
+def test_without_rare_answers_there_is_no_other_class_and_an_unknown_answer_scores_lowest():
+    x, gold = pointed_states()
+    common = [name if name in NAMES else "french" for name in gold]
+    probe = fit_class_probe(x, common, "prompt", components=16)
+    assert OTHER not in probe.classes and probe.said_logit(x[0], "Klingon") == -LOGIT_LIMIT
+    assert max(probe.said_logit(x[i], common[i]) for i in range(10)) > 0

@@ -263,3 +263,96 @@ def test_a_label_answer_probe_is_eval_only_and_the_server_falls_back():
     assert hidden_signals(final, tokens) == {} and not needs_hidden(final)
     cascade = Cascade(FakeLocalLeg(), None, PolicyConfig(threshold=0.5), None, final)
     assert cascade.confidence_of_tokens(tokens, CascadeRequest(prompt="q", task="t")) == 0.42
+
+
+def _class_calibrator(field: str = "", fallback: bool = True):
+    """A final calibrator on one class probe (classes "french" / "dutch", or a JSON field's "monday" / "<null>")
+    over a 2-dimensional state: the first coordinate points to the first class."""
+    from fallback.calibration import Calibrator
+    from fallback.class_probe import ClassProbe
+
+    classes = ["monday", "<null>"] if field else ["french", "dutch"]
+    probe = ClassProbe("prompt", classes, [[4.0, 0.0], [-4.0, 0.0]], [0.0, 0.0], field=field)
+    final = Calibrator("platt", [probe.signal], [0.0], [1.0], [1.0], 0.0, threshold=0.5, task="t")
+    final.extra = {"class_probes": [probe.to_dict()]}
+    if fallback:
+        final.extra["fallback"] = Calibrator("isotonic", ["mean_logprob"], knots=[(-100.0, 0.42)]).to_dict()
+    return final
+
+
+def _said(*texts, state=(1.0, 0.0)):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    first = SimpleNamespace(logprob=-0.1, top=(), token_id=1, text=texts[0], hidden=np.array(state))
+    return [first, *(SimpleNamespace(logprob=-0.1, top=(), token_id=1, text=text) for text in texts[1:])]
+
+
+def test_the_server_reads_the_class_probe_on_the_whole_answer_cut_at_its_stop():
+    """The final decision scores the whole answer's words against the prompt state's class (the last token may
+    carry the stop sequence; the answer returned does not); a calibration whose only probe is a class probe,
+    whole or per JSON field, still asks the leg for the prompt's state."""
+    from fallback.early_request import answer_text, needs_hidden
+
+    final = _class_calibrator()
+    cascade = Cascade(FakeLocalLeg(), None, PolicyConfig(threshold=0.5), None, final)
+    request = CascadeRequest(prompt="q", task="t", stop=["."])
+    assert answer_text(_said(" Fr", "ench", "."), ["."]) == " French"
+    assert cascade.confidence_of_tokens(_said(" Fr", "ench", "."), request) > 0.99
+    assert cascade.confidence_of_tokens(_said(" Dutch", "."), request) < 0.01
+    assert needs_hidden(final) and needs_hidden(_class_calibrator("day")) and cascade.record_hidden == 4
+    day = Cascade(FakeLocalLeg(), None, PolicyConfig(threshold=0.5), None, _class_calibrator("day"))
+    assert day.confidence_of_tokens(_said('{"day": "Monday"}'), request) > 0.99
+    assert day.confidence_of_tokens(_said('{"day": null}'), request) < 0.01
+
+
+def test_a_streams_held_tokens_are_not_judged_by_the_class_of_a_cut_answer():
+    """A stream's hold judges the first tokens: their words are not the answer's class yet, so the class probe is
+    not read there; the file's probabilities-only fallback judges them, or, without one, no confidence (the hold
+    then waits for the whole answer)."""
+    request = CascadeRequest(prompt="q", task="t")
+    held = _said(" Fr")
+    with_fallback = Cascade(FakeLocalLeg(), None, PolicyConfig(threshold=0.5), None, _class_calibrator())
+    assert with_fallback.confidence_of_tokens(held, request, whole=False) == 0.42
+    assert with_fallback.confidence_of_tokens(held, request) < 0.01  # were it the whole answer: "fr" is no class
+    without = Cascade(FakeLocalLeg(), None, PolicyConfig(threshold=0.5), None, _class_calibrator(fallback=False))
+    assert without.confidence_of_tokens(held, request, whole=False) is None
+
+
+def test_a_stream_is_held_on_its_first_words_by_the_fallback_not_by_their_class(cloud, ledger):
+    """Through the cascade: a stream whose first token carries the prompt's state. Its held words (" French is
+    ...") are not a whole answer; judged by the class probe as if they were, they would look wrong and go to the
+    cloud. The hold judges them by the probabilities-only fallback (0.9 here) and commits the stream locally."""
+    import math
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from fallback.calibration import Calibrator
+    from tests.fallback.test_cascade import Answer, FakeStream, Piece, Token, Usage
+
+    @dataclass(frozen=True)
+    class StateToken(Token):
+        hidden: object = None
+
+    class StateStream(FakeStream):
+        def __iter__(self):
+            self.tokens = tokens = []
+            for index, word in enumerate(self.leg.words):
+                state = np.array([1.0, 0.0]) if index == 0 else None
+                tokens.append(StateToken(index + 1, word, math.log(self.leg.probability), hidden=state))
+                yield Piece(word, tokens[-1])
+            self.result = Answer("".join(self.leg.words), "stop", tokens, Usage(5, len(tokens)))
+
+    class StateLeg(FakeLocalLeg):
+        def stream(self, request):
+            self.asked.append(request)
+            return StateStream(self)
+
+    final = _class_calibrator()
+    final.extra["fallback"] = Calibrator("isotonic", ["mean_logprob"], knots=[(-100.0, 0.9)]).to_dict()
+    local = StateLeg([" French", " is", *LONG])
+    cascade = Cascade(local, gateway_for(cloud), PolicyConfig(threshold=0.5), ledger, final)
+    route, text, _ = stream(cascade, "q")
+    assert route == "local" and text.startswith(" French is w0") and local.asked[0].record_hidden == 4

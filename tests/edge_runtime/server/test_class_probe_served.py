@@ -41,9 +41,11 @@ def _class_calibration(runtime):
     states = np.stack([final_state(result.tokens[0].hidden) for result in results])
     gold = ["ask an expert"] * len(HOPELESS) + [result.text for result in results[len(HOPELESS):]]
     probe = fit_class_probe(states, gold, "prompt", components=4, l2=0.1, min_items=1)
-    # P(correct) = sigmoid(probe_class): the probe's probability of the answer said
+    # P(correct) = sigmoid(probe_class): the probe's probability of the answer said; a stream's held first
+    # tokens (no whole answer yet) are judged by the probabilities-only fallback eval's files carry: keep them
+    fallback = Calibrator("isotonic", ["mean_logprob"], knots=[(-1000.0, 0.99)])
     calibrator = Calibrator("platt", [SIGNAL], [0.0], [1.0], [1.0], threshold=0.5, task="t", model="m",
-                            extra={"class_probes": [probe.to_dict()]})
+                            extra={"class_probes": [probe.to_dict()], "fallback": fallback.to_dict()})
     return calibrator, results
 
 
