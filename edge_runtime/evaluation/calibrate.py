@@ -59,5 +59,6 @@ def run_calibrate(options: CalibrateOptions):
     calibrator.save(options.out)
     print(f"wrote {options.out}: task {calibrator.task}, {calibrator.extra.get('candidate')} "
           f"(cv AUROC {calibrator.extra.get('cv_auroc', float('nan')):.3f}), threshold {calibrator.threshold:.3f}, "
-          f"{len(calibrator.extra.get('probes', []))} probe(s)", file=sys.stderr)
+          f"{len(calibrator.extra.get('probes', []))} probe(s), {len(calibrator.extra.get('class_probes', []))} "
+          f"class probe(s)", file=sys.stderr)
     return calibrator
