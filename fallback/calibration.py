@@ -51,10 +51,13 @@ class Calibrator:
     def predict(self, signals: dict[str, float]) -> float:
         """P(correct) from ``signals``; a caller without some signal the features need (a runtime that records
         no hidden state, a server that does not know the task's question words) gets ``extra["fallback"]``'s
-        prediction, a calibrator of the same task on token probabilities alone, when the file carries one."""
+        prediction, a calibrator of the same task on token probabilities alone, when the file carries one. Its
+        prediction is mapped (monotonically) so that its own threshold lands on this one's: the caller compares
+        every confidence with this threshold, and the fallback keeps its own operating point that way."""
         fallback = self.extra.get("fallback")
         if fallback and not all(name in signals for feature in self.features for name in feature.split("*")):
-            return Calibrator.from_dict(fallback).predict(signals)
+            backup = Calibrator.from_dict(fallback)
+            return aligned(backup.predict(signals), backup.threshold, self.threshold)
         values = [signal_value(signals, name) for name in self.features]
         if self.kind == "isotonic":
             return _step(self.knots, values[0])
@@ -85,6 +88,16 @@ class Calibrator:
         if record.get("schema_version") != SCHEMA_VERSION:
             raise ConfigError(f"{path}: calibration schema version is not {SCHEMA_VERSION}")
         return cls.from_dict(record)
+
+
+def aligned(probability: float, own_threshold: float, threshold: float) -> float:
+    """``probability`` mapped piecewise-linearly (0 -> 0, ``own_threshold`` -> ``threshold``, 1 -> 1): the same
+    decision against ``threshold`` as the probability against its own."""
+    if not 0.0 < own_threshold < 1.0 or not 0.0 < threshold < 1.0:
+        return probability
+    if probability <= own_threshold:
+        return probability * threshold / own_threshold
+    return threshold + (probability - own_threshold) * (1.0 - threshold) / (1.0 - own_threshold)
 
 
 def _step(knots: Sequence[tuple[float, float]], value: float) -> float:

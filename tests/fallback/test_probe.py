@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fallback.calibration import Calibrator, auroc
+from fallback.calibration import Calibrator, aligned, auroc
 from fallback.probe import Probe, decode, encode, fit_probe, out_of_fold, probe_signals, probes_of
 from fallback.tasks import LocalAnswer
 
@@ -60,5 +60,11 @@ def test_a_caller_without_the_probes_signal_gets_the_files_probability_only_fall
     main = Calibrator("platt", ["mean_logprob", "probe_prompt"], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0],
                       extra={"fallback": fallback.to_dict()})
     loaded = Calibrator.load(main.save(tmp_path / "languages.json"))
-    assert loaded.predict({"mean_logprob": -1.0}) == fallback.predict({"mean_logprob": -1.0})
+    # the fallback's own threshold (0.4) lands on the file's (0.5): the same decision, on the file's scale
+    for mean_logprob in (-1.0, -0.3, -0.2, 0.5):
+        own = fallback.predict({"mean_logprob": mean_logprob})
+        mapped = loaded.predict({"mean_logprob": mean_logprob})
+        assert (own >= fallback.threshold) == (mapped >= loaded.threshold) and 0.0 <= mapped <= 1.0
+    assert loaded.predict({"mean_logprob": -1.0}) == aligned(fallback.predict({"mean_logprob": -1.0}), 0.4, 0.5)
+    assert aligned(0.4, 0.4, 0.5) == 0.5 and aligned(0.0, 0.4, 0.5) == 0.0 and aligned(1.0, 0.4, 0.5) == 1.0
     assert loaded.predict({"mean_logprob": -1.0, "probe_prompt": 3.0}) > fallback.predict({"mean_logprob": -1.0})
