@@ -43,10 +43,18 @@ class Calibrator:
     model: str = ""
     extra: dict = field(default_factory=dict)
 
+    @property
+    def signal_names(self) -> set[str]:
+        """The signals its features read (each factor of a product feature ``a*b``)."""
+        return {name for feature in self.features for name in feature.split("*")}
+
+    def has_signals(self, signals: dict[str, float]) -> bool:
+        """Whether ``signals`` holds every signal its own features read."""
+        return self.signal_names <= signals.keys()
+
     def reads(self, signals: dict[str, float]) -> bool:
         """Whether ``predict`` can judge ``signals``: every signal its features need, or a fallback to ask."""
-        return bool(self.extra.get("fallback")) or all(
-            name in signals for feature in self.features for name in feature.split("*"))
+        return bool(self.extra.get("fallback")) or self.has_signals(signals)
 
     def predict(self, signals: dict[str, float]) -> float:
         """P(correct) from ``signals``; a caller without some signal the features need (a runtime that records
@@ -55,7 +63,7 @@ class Calibrator:
         prediction is mapped (monotonically) so that its own threshold lands on this one's: the caller compares
         every confidence with this threshold, and the fallback keeps its own operating point that way."""
         fallback = self.extra.get("fallback")
-        if fallback and not all(name in signals for feature in self.features for name in feature.split("*")):
+        if fallback and not self.has_signals(signals):
             backup = Calibrator.from_dict(fallback)
             return aligned(backup.predict(signals), backup.threshold, self.threshold)
         values = [signal_value(signals, name) for name in self.features]

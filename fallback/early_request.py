@@ -88,7 +88,7 @@ class RequestCheckpoints:
 
 def _verdict(calibrator: Calibrator, tokens: int, signals: dict[str, float]) -> RunningDecision | None:
     """Escalate (a decision) when ``calibrator`` can read ``signals`` and their confidence is below its threshold."""
-    if not all(name in signals for feature in calibrator.features for name in feature.split("*")):
+    if not calibrator.has_signals(signals):
         return None  # a hidden-state probe the engine does not hand back: no decision here
     confidence = calibrator.predict(signals)
     return RunningDecision(tokens, confidence) if confidence < calibrator.threshold else None
@@ -178,7 +178,7 @@ def decisions_of(calibrator: Calibrator, running: bool = True) -> list[Calibrato
 
 def signals_read(calibrators: Sequence[Calibrator]) -> set[str]:
     """The signal names ``calibrators`` read (each factor of a product feature)."""
-    return {name for each in calibrators for feature in each.features for name in feature.split("*")}
+    return set().union(*(each.signal_names for each in calibrators))
 
 
 def needs_middle_layer(calibrator: Calibrator) -> bool:

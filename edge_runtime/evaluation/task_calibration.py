@@ -10,7 +10,8 @@ the prompt's last one and on the first generated tokens' add one signal each, an
 classes (label tasks, languages, a JSON field's values) the class probe (``fallback.class_probe``) adds its
 log-odds of the answer said (whole answers only); the calibration items get out-of-fold probe scores, and
 candidates use the probes alone or beside the probabilities. The candidate with the best cross-validated AUROC
-on the calibration items wins (so a probe stays only where it helps); the test items are never seen here. ``use`` restricts the candidates ("probs", "probe") for the ablation.
+on the calibration items wins (so a probe stays only where it helps); the test items are never seen here.
+``use`` restricts the candidates ("probs", "probe") for the ablation.
 
 ``calibrate_running`` fits the running decision's checkpoints (``fallback.early``) the same way, on the
 calibration answers cut after 1, 1 + every, ... tokens, each with its own early threshold, and a prompt-only
@@ -214,7 +215,7 @@ def fit_calibrator(task: str, items: Sequence[TaskItem], answers: Sequence[Local
     said, class_probes = class_probe_features(items, answers, correct, tokens, seed) if "probe" in use else ([], [])
     rows = [row | said_row for row, said_row in zip(rows, said)] if said else rows
     calibrator = select_calibrator(candidates_for(rows[0], use), rows, correct, folds=folds, seed=seed)
-    used = {name for feature in calibrator.features for name in feature.split("*")}
+    used = calibrator.signal_names
     calibrator.extra["probes"] = [probe.to_dict() for probe in probes if probe.signal in used]
     kept = [probe.to_dict() for probe in class_probes if probe.signal in used]
     if kept:
